@@ -1,0 +1,1 @@
+"""Dagster assets: raw extractions and the analysis-ready tables built from them."""

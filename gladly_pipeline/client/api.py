@@ -1,0 +1,395 @@
+"""The Gladly REST client: one retrying, paced session and typed calls per endpoint."""
+
+import logging
+import random
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any, Optional
+from urllib.parse import quote, urlsplit
+
+import requests
+
+from .errors import (
+    GladlyAuthError,
+    GladlyBadRequest,
+    GladlyDataError,
+    GladlyError,
+    GladlyHTTPError,
+    GladlyNotFound,
+    GladlyPermissionError,
+    GladlyUnavailable,
+)
+from .throttle import RateLimiter
+
+log = logging.getLogger(__name__)
+
+# Gladly's documented caps on list endpoints; `Gladly-Limited-Data` flags a cut list.
+CONVERSATIONS_PER_CUSTOMER_CAP = 100
+ITEMS_PER_CONVERSATION_CAP = 1000
+CUSTOMER_SEARCH_CAP = 50
+
+RETRIABLE_STATUSES = frozenset({429, 500, 502, 503, 504})
+STREAM_CHUNK_BYTES = 1 << 16
+
+
+@dataclass
+class RequestStats:
+    """Counters an asset reports as run metadata."""
+
+    requests: int = 0
+    retries: int = 0
+    throttled: int = 0
+    server_errors: int = 0
+    network_errors: int = 0
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+
+    def add(self, **counts: int) -> None:
+        with self._lock:
+            for name, value in counts.items():
+                setattr(self, name, getattr(self, name) + value)
+
+    def as_dict(self) -> dict:
+        return {
+            "requests": self.requests,
+            "retries": self.retries,
+            "throttled_429": self.throttled,
+            "server_errors_5xx": self.server_errors,
+            "network_errors": self.network_errors,
+        }
+
+
+class CappedList(list):
+    """A list response; `limited` is True when Gladly said it was cut at its cap."""
+
+    limited: bool = False
+
+
+@dataclass(frozen=True)
+class ProfileLookup:
+    """Result of GET customer-profiles/{id}: the profile, or the id it was merged into."""
+
+    requested_id: str
+    profile: Optional[dict]
+    merged_into: Optional[str] = None
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Bounded exponential backoff with full jitter, as Gladly recommends."""
+
+    max_attempts: int = 6
+    base_seconds: float = 1.0
+    cap_seconds: float = 30.0
+    max_total_wait: float = 180.0
+
+    def delay(self, attempt: int, rng: random.Random) -> float:
+        return rng.uniform(0, min(self.cap_seconds, self.base_seconds * 2**attempt))
+
+
+class GladlyClient:
+    """Talks to one Gladly organisation over HTTP Basic (agent email + API token)."""
+
+    def __init__(
+        self,
+        base_url: str,
+        username: str,
+        api_token: str,
+        *,
+        requests_per_second: float = 8.0,
+        connect_timeout: float = 10.0,
+        read_timeout: float = 60.0,
+        retry: RetryPolicy = RetryPolicy(),
+        pool_size: int = 8,
+        sleep: Callable[[float], None] = time.sleep,
+    ):
+        if not username:
+            raise ValueError(
+                "Gladly username is empty: set GLADLY_USERNAME to the API user's email"
+            )
+        if not api_token:
+            raise ValueError("Gladly API token is empty: set GLADLY_API_TOKEN")
+        self.base_url = base_url.rstrip("/")
+        self.host = urlsplit(self.base_url).netloc
+        self.username = username
+        self.stats = RequestStats()
+        self._timeout = (connect_timeout, read_timeout)
+        self._retry = retry
+        self._sleep = sleep
+        self._rng = random.Random()
+        self._limiter = RateLimiter(requests_per_second, sleep=sleep)
+        self._session = requests.Session()
+        self._session.auth = (username, api_token)
+        self._session.headers.update({"Accept": "application/json"})
+        adapter = requests.adapters.HTTPAdapter(pool_maxsize=pool_size, max_retries=0)
+        self._session.mount("http://", adapter)
+        self._session.mount("https://", adapter)
+
+    def __repr__(self) -> str:
+        return f"GladlyClient(base_url={self.base_url!r}, username={self.username!r})"
+
+    def close(self) -> None:
+        self._session.close()
+
+    # Reference data and probes
+
+    def organization(self) -> dict:
+        return self._get_json("/api/v1/organization")
+
+    def agents(self) -> list:
+        return self._get_json("/api/v1/agents")
+
+    def inboxes(self) -> list:
+        return self._get_json("/api/v1/inboxes")
+
+    def topics(self) -> list:
+        return self._get_json("/api/v1/topics")
+
+    # Conversations, items and profiles
+
+    def conversation(self, conversation_id: str) -> dict:
+        return self._get_json(f"/api/v1/conversations/{_seg(conversation_id)}")
+
+    def conversation_items(self, conversation_id: str) -> CappedList:
+        path = f"/api/v1/conversations/{_seg(conversation_id)}/items"
+        return self._get_capped(path, ITEMS_PER_CONVERSATION_CAP)
+
+    def conversation_item(self, item_id: str) -> dict:
+        return self._get_json(f"/api/v1/conversation-items/{_seg(item_id)}")
+
+    def customer_conversations(self, customer_id: str) -> CappedList:
+        path = f"/api/v1/customers/{_seg(customer_id)}/conversations"
+        return self._get_capped(path, CONVERSATIONS_PER_CUSTOMER_CAP)
+
+    def customer_profile(self, customer_id: str) -> ProfileLookup:
+        """Fetches a profile without following redirects, so a merge is seen, not hidden."""
+        path = f"/api/v1/customer-profiles/{_seg(customer_id)}"
+        response = self._send(path, expect=(200, 301))
+        if response.status_code == 200:
+            return ProfileLookup(customer_id, _json(response, path))
+        return ProfileLookup(customer_id, None, merged_into=_merge_target(response, path))
+
+    def find_customers(
+        self, *, email: Optional[str] = None, phone: Optional[str] = None
+    ) -> list:
+        if (email is None) == (phone is None):
+            raise ValueError("find_customers takes exactly one of email= or phone=")
+        params = {"email": email} if email is not None else {"phoneNumber": phone}
+        return self._get_json("/api/v1/customer-profiles", params=params)
+
+    # Export API
+
+    def export_jobs(
+        self,
+        *,
+        status: Optional[str] = None,
+        updated_from: Optional[str] = None,
+        updated_to: Optional[str] = None,
+    ) -> list:
+        """Lists export jobs; the time filters apply to each job's `updatedAt`."""
+        params = {"status": status, "startAt": updated_from, "endAt": updated_to}
+        params = {k: v for k, v in params.items() if v is not None}
+        return self._get_json("/api/v1/export/jobs", params=params)
+
+    def export_job(self, job_id: str) -> dict:
+        return self._get_json(f"/api/v1/export/jobs/{_seg(job_id)}")
+
+    def export_file_lines(self, job_id: str, filename: str) -> Iterator[bytes]:
+        """Streams an export file line by line; never holds the whole file.
+
+        A connection lost mid-file is retried by downloading again and skipping the
+        lines already handed out, within the same retry budget as any request.
+        """
+        path = f"/api/v1/export/jobs/{_seg(job_id)}/files/{_seg(filename)}"
+        delivered = 0
+        failures = 0
+        while True:
+            response = self._send(path, stream=True)
+            seen = 0
+            try:
+                for line in response.iter_lines(chunk_size=STREAM_CHUNK_BYTES):
+                    seen += 1
+                    if seen > delivered:
+                        delivered = seen
+                        yield line
+                return
+            except (requests.ConnectionError, requests.exceptions.ChunkedEncodingError) as exc:
+                failures += 1
+                self.stats.add(network_errors=1, retries=1)
+                if failures >= self._retry.max_attempts:
+                    raise GladlyUnavailable(
+                        f"download of {path} from {self.host} broke off {failures} times "
+                        f"(last after {seen} lines): {type(exc).__name__}"
+                    ) from None
+                log.warning(
+                    "Download of %s broke off after %d lines; retrying (%d/%d)",
+                    path, seen, failures, self._retry.max_attempts,
+                )
+                self._sleep(self._retry.delay(failures, self._rng))
+            finally:
+                response.close()
+
+    # Transport
+
+    def _get_json(self, path: str, params: Optional[dict] = None) -> Any:
+        return _json(self._send(path, params=params), path)
+
+    def _get_capped(self, path: str, cap: int) -> CappedList:
+        response = self._send(path)
+        result = CappedList(_json(response, path))
+        flag = response.headers.get("Gladly-Limited-Data", "")
+        # The header's value is what counts: Gladly may send it as "false".
+        result.limited = flag.strip().lower() == "true"
+        if result.limited:
+            log.warning("%s returned Gladly's cap of %d entries; the list is incomplete", path, cap)
+        return result
+
+    def _send(
+        self,
+        path: str,
+        *,
+        params: Optional[dict] = None,
+        stream: bool = False,
+        expect: tuple = (200,),
+    ) -> requests.Response:
+        url = self.base_url + path
+        waited = 0.0
+        for attempt in range(self._retry.max_attempts):
+            self._limiter.acquire()
+            self.stats.add(requests=1)
+            try:
+                response = self._session.get(
+                    url,
+                    params=params,
+                    timeout=self._timeout,
+                    stream=stream,
+                    allow_redirects=False,
+                )
+            except (requests.ConnectionError, requests.Timeout) as exc:
+                self.stats.add(network_errors=1)
+                reason = type(exc).__name__
+            else:
+                self._ease_off(response)
+                if response.status_code in expect:
+                    return response
+                if response.status_code not in RETRIABLE_STATUSES:
+                    raise self._fatal(response, path)
+                reason = f"HTTP {response.status_code}"
+                self._count_transient(response.status_code)
+                delay = self._backoff(attempt, response)
+                response.close()
+            if attempt + 1 == self._retry.max_attempts:
+                break
+            if reason.startswith("HTTP") is False:
+                delay = self._retry.delay(attempt, self._rng)
+            if waited + delay > self._retry.max_total_wait:
+                break
+            self.stats.add(retries=1)
+            log.info("GET %s: %s; retry %d in %.1fs", path, reason, attempt + 1, delay)
+            self._sleep(delay)
+            waited += delay
+        raise GladlyUnavailable(
+            f"GET {path} at {self.host} still failing after {attempt + 1} attempts "
+            f"and {waited:.0f}s of backoff (last: {reason})"
+        )
+
+    def _count_transient(self, status: int) -> None:
+        if status == 429:
+            self.stats.add(throttled=1)
+        else:
+            self.stats.add(server_errors=1)
+
+    def _backoff(self, attempt: int, response: requests.Response) -> float:
+        delay = self._retry.delay(attempt, self._rng)
+        retry_after = response.headers.get("Retry-After", "")
+        # Gladly documents no Retry-After; honour it only if it ever appears.
+        if retry_after.strip().isdigit():
+            delay = min(max(delay, float(retry_after)), self._retry.cap_seconds)
+        return delay
+
+    def _ease_off(self, response: requests.Response) -> None:
+        remaining = response.headers.get("Ratelimit-Remaining-Second", "")
+        if remaining.strip() == "0":
+            # The organisation's second is used up (other tools share it): wait it out.
+            self._limiter.pause(1.0)
+
+    def _fatal(self, response: requests.Response, path: str) -> GladlyHTTPError:
+        status = response.status_code
+        code, detail = _error_detail(response)
+        response.close()
+        who = f"user {self.username!r} at {self.host}"
+        if status == 401:
+            return GladlyAuthError(
+                f"Gladly refused the credentials of {who} (401 on {path}): check that "
+                "GLADLY_USERNAME is the API user's email and GLADLY_API_TOKEN a current token",
+                status=status, path=path, code=code,
+            )
+        if status == 403:
+            return GladlyPermissionError(
+                f"Gladly {who} may not read {path} (403): give the user the "
+                "'API User' permission in Gladly",
+                status=status, path=path, code=code,
+            )
+        if status == 404:
+            return GladlyNotFound(
+                f"{path} not found at {self.host} (404{': ' + detail if detail else ''}); "
+                "if every call fails this way, check the subdomain or base URL",
+                status=status, path=path, code=code,
+            )
+        if status == 400:
+            return GladlyBadRequest(
+                f"Gladly rejected GET {path} (400 {code or ''}): {detail or 'no detail'}",
+                status=status, path=path, code=code,
+            )
+        return GladlyHTTPError(
+            f"GET {path} at {self.host} failed with HTTP {status}"
+            f"{': ' + detail if detail else ''}",
+            status=status, path=path, code=code,
+        )
+
+
+def _seg(value: str) -> str:
+    """Quotes one path segment; Gladly ids are URL-safe but client ids may not be."""
+    return quote(value, safe="-_.~")
+
+
+def _json(response: requests.Response, path: str) -> Any:
+    try:
+        return response.json()
+    except ValueError:
+        kind = response.headers.get("Content-Type", "unknown")
+        raise GladlyDataError(
+            f"GET {path} answered {response.status_code} with a body that is not JSON ({kind})"
+        ) from None
+
+
+def _error_detail(response: requests.Response) -> tuple:
+    """Reads Gladly's `{"errors": [...]}` body; tolerates the single-object variant."""
+    try:
+        errors = response.json().get("errors")
+    except (ValueError, AttributeError):
+        return None, None
+    if isinstance(errors, dict):
+        errors = [errors]
+    if not errors or not isinstance(errors[0], dict):
+        return None, None
+    first = errors[0]
+    return first.get("code"), first.get("detail")
+
+
+def _merge_target(response: requests.Response, path: str) -> str:
+    try:
+        body = response.json()
+        errors = body.get("errors")
+        if isinstance(errors, dict):
+            errors = [errors]
+        new_id = errors[0]["meta"]["new"]
+        if new_id:
+            return new_id
+    except (ValueError, AttributeError, KeyError, IndexError, TypeError):
+        pass
+    location = response.headers.get("Location", "")
+    if location:
+        return location.rstrip("/").rsplit("/", 1)[-1]
+    raise GladlyError(f"GET {path} answered 301 without meta.new or Location")

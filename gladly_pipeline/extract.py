@@ -1,0 +1,274 @@
+"""Extraction of one window: export jobs -> messages, then REST for conversations and contacts.
+
+Nothing here knows about Dagster; the assets call these functions with a client, a
+window and a place to write.
+"""
+
+import json
+import logging
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Optional
+
+import pyarrow as pa
+
+from .client import GladlyClient, GladlyDataError, GladlyNotFound
+from .records import contact_row, conversation_row, merged_contact_row, message_row
+from .schemas import RAW_CONTACTS, RAW_CONVERSATIONS, RAW_MESSAGES
+from .storage import TableStore
+from .timeutil import UTC, format_timestamp, parse_timestamp
+from .windows import EXPORT_RETENTION, Window
+
+log = logging.getLogger(__name__)
+
+ITEMS_FILE = "conversation_items.jsonl"
+BATCH_ROWS = 5_000
+
+# A file with more malformed lines than this share (once it has a few lines) is not
+# trusted: the run fails rather than writing a table with holes in it.
+MAX_MALFORMED_SHARE = 0.10
+MIN_LINES_FOR_SHARE = 20
+
+
+class ExportNotAvailable(Exception):
+    """The export jobs Gladly lists do not cover the window (not yet, or expired)."""
+
+
+@dataclass
+class MessageStats:
+    jobs: list = field(default_factory=list)
+    lines: int = 0
+    written: int = 0
+    duplicates: int = 0
+    outside_window: int = 0
+    malformed: int = 0
+    malformed_positions: list = field(default_factory=list)
+
+
+@dataclass
+class FetchStats:
+    requested: int = 0
+    written: int = 0
+    not_found: list = field(default_factory=list)
+    merged: int = 0
+
+
+def job_window(job: dict) -> Optional[Window]:
+    params = job.get("parameters") or {}
+    start = parse_timestamp(params.get("startAt"))
+    end = parse_timestamp(params.get("endAt"))
+    if start is None or end is None or end <= start:
+        return None
+    return Window(start, end)
+
+
+def jobs_for_window(jobs: Iterable[dict], window: Window, now: datetime) -> list:
+    """The completed jobs overlapping `window`, newest first; raises if they leave gaps."""
+    chosen = []
+    for job in jobs:
+        span = job_window(job)
+        if job.get("status") == "COMPLETED" and span and span.overlaps(window):
+            chosen.append((span, job))
+    gaps = _gaps(window, [span for span, _ in chosen])
+    if gaps:
+        raise ExportNotAvailable(_coverage_message(window, gaps, now))
+    # Newest first: when an item appears in two jobs, the later export's copy wins.
+    chosen.sort(key=lambda pair: (pair[1].get("updatedAt") or "", pair[1]["id"]), reverse=True)
+    return [job for _, job in chosen]
+
+
+def _gaps(window: Window, spans: list) -> list:
+    gaps, cursor = [], window.start
+    for span in sorted(spans, key=lambda s: s.start):
+        if span.start > cursor:
+            gaps.append(Window(cursor, min(span.start, window.end)))
+        cursor = max(cursor, span.end)
+        if cursor >= window.end:
+            break
+    if cursor < window.end:
+        gaps.append(Window(cursor, window.end))
+    return gaps
+
+
+def _coverage_message(window: Window, gaps: list, now: datetime) -> str:
+    missing = ", ".join(gap.describe() for gap in gaps)
+    if window.end <= now - EXPORT_RETENTION:
+        return (
+            f"Day {window.day} is older than Gladly's 14-day export retention: its export "
+            f"jobs are gone, so it cannot be extracted (missing {missing}). History beyond "
+            "14 days needs Gladly's Reports API, which this pipeline does not use yet."
+        )
+    return (
+        f"Gladly has no completed export job covering {missing} of day {window.day} yet. "
+        "Daily exports are published a few hours after the day ends (UTC); try again later."
+    )
+
+
+def extract_messages(
+    client: GladlyClient,
+    window: Window,
+    store: TableStore,
+    path: Path,
+    *,
+    now: Optional[datetime] = None,
+) -> MessageStats:
+    """Writes every conversation item of `window` from the export jobs covering it."""
+    now = now or datetime.now(UTC)
+    jobs = jobs_for_window(client.export_jobs(status="COMPLETED"), window, now)
+    stats = MessageStats(jobs=[job["id"] for job in jobs])
+    seen: set = set()
+    with store.writer(path, RAW_MESSAGES) as writer:
+        batch: list = []
+        for job in jobs:
+            for row in _job_items(client, job, window, seen, stats):
+                batch.append(row)
+                if len(batch) >= BATCH_ROWS:
+                    writer.write_table(pa.Table.from_pylist(batch, schema=RAW_MESSAGES))
+                    stats.written += len(batch)
+                    batch = []
+        writer.write_table(pa.Table.from_pylist(batch, schema=RAW_MESSAGES))
+        stats.written += len(batch)
+    return stats
+
+
+def _job_items(client, job: dict, window: Window, seen: set, stats: MessageStats):
+    job_id = job["id"]
+    if ITEMS_FILE not in (job.get("files") or []):
+        log.warning("Export job %s lists no %s; nothing to read from it", job_id, ITEMS_FILE)
+        return
+    lines = malformed = 0
+    for position, raw in enumerate(client.export_file_lines(job_id, ITEMS_FILE), start=1):
+        if not raw.strip():
+            continue
+        lines += 1
+        item = _parse_item(raw)
+        if item is None:
+            malformed += 1
+            stats.malformed_positions.append(f"{job_id}:{position}")
+            log.warning("Skipping malformed line %d of %s in job %s", position, ITEMS_FILE, job_id)
+            continue
+        row = _row_in_window(item, raw, job_id, window, seen, stats)
+        if row is not None:
+            yield row
+    stats.lines += lines
+    stats.malformed += malformed
+    _check_malformed(job_id, lines, malformed)
+
+
+def _parse_item(raw: bytes) -> Optional[dict]:
+    try:
+        item = json.loads(raw)
+    except ValueError:
+        return None
+    if not isinstance(item, dict) or not isinstance(item.get("id"), str):
+        return None
+    if parse_timestamp(item.get("timestamp")) is None:
+        return None
+    return item
+
+
+def _row_in_window(item, raw, job_id, window, seen, stats) -> Optional[dict]:
+    if item["id"] in seen:
+        stats.duplicates += 1
+        return None
+    timestamp = parse_timestamp(item["timestamp"])
+    if not window.contains(timestamp):
+        stats.outside_window += 1
+        return None
+    seen.add(item["id"])
+    return message_row(item, raw.decode("utf-8"), job_id)
+
+
+def _check_malformed(job_id: str, lines: int, malformed: int) -> None:
+    if lines >= MIN_LINES_FOR_SHARE and malformed > lines * MAX_MALFORMED_SHARE:
+        raise GladlyDataError(
+            f"{ITEMS_FILE} of export job {job_id} has {malformed} malformed lines out of "
+            f"{lines}: the file is not trustworthy, so nothing was written"
+        )
+
+
+def fetch_conversations(
+    client: GladlyClient, ids: list, *, workers: int = 4, now: Optional[datetime] = None
+) -> tuple:
+    """GET each conversation (current status, inbox, assignee, topics)."""
+    fetched_at = now or datetime.now(UTC)
+    stats = FetchStats(requested=len(ids))
+    rows = []
+    for conversation_id, answer in _fan_out(client.conversation, ids, workers):
+        if answer is None:
+            stats.not_found.append(conversation_id)
+        else:
+            rows.append(conversation_row(answer, fetched_at))
+    stats.written = len(rows)
+    return pa.Table.from_pylist(rows, schema=RAW_CONVERSATIONS), stats
+
+
+def fetch_contacts(
+    client: GladlyClient, ids: list, *, workers: int = 4, now: Optional[datetime] = None
+) -> tuple:
+    """GET each customer profile; a merged id is recorded and its survivor fetched too."""
+    fetched_at = now or datetime.now(UTC)
+    stats = FetchStats(requested=len(ids))
+    rows, done = [], set()
+    pending = sorted(set(ids))
+    # Merges can chain (A -> B -> C); each round fetches the survivors of the last.
+    while pending:
+        done.update(pending)
+        survivors = []
+        for customer_id, lookup in _fan_out(client.customer_profile, pending, workers):
+            if lookup is None:
+                stats.not_found.append(customer_id)
+            elif lookup.merged_into:
+                stats.merged += 1
+                rows.append(merged_contact_row(customer_id, lookup.merged_into, fetched_at))
+                survivors.append(lookup.merged_into)
+            else:
+                rows.append(contact_row(lookup.profile, fetched_at))
+        pending = sorted(set(survivors) - done)
+    stats.written = len(rows)
+    return pa.Table.from_pylist(rows, schema=RAW_CONTACTS), stats
+
+
+def _fan_out(fetch: Callable, ids: list, workers: int):
+    """Yields (id, answer or None when Gladly says 404), in the order of `ids`.
+
+    The client's shared limiter keeps the pace; threads only hide network latency.
+    """
+    def one(key):
+        try:
+            return key, fetch(key)
+        except GladlyNotFound:
+            return key, None
+
+    if workers <= 1 or len(ids) <= 1:
+        yield from map(one, ids)
+        return
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="gladly") as pool:
+        yield from pool.map(one, ids)
+
+
+def window_metadata(window: Window) -> dict:
+    return {
+        "window_start": format_timestamp(window.start),
+        "window_end": format_timestamp(window.end),
+    }
+
+
+def covered_days(jobs: Iterable[dict]) -> list:
+    """UTC days (YYYY-MM-DD) fully covered by the completed jobs, oldest first."""
+    spans = [job_window(j) for j in jobs if j.get("status") == "COMPLETED"]
+    spans = [s for s in spans if s is not None]
+    if not spans:
+        return []
+    first = min(s.start for s in spans).replace(hour=0, minute=0, second=0, microsecond=0)
+    last = max(s.end for s in spans)
+    days, day = [], first
+    while day < last:
+        window = Window(day, day + timedelta(days=1))
+        if not _gaps(window, [s for s in spans if s.overlaps(window)]):
+            days.append(window.day)
+        day = window.end
+    return days

@@ -1,0 +1,183 @@
+"""Flattens Gladly JSON records into rows that match the declared raw schemas."""
+
+import json
+from datetime import datetime
+from typing import Optional
+
+from .timeutil import parse_timestamp
+
+# Where each content type keeps its text: most use `content`, notes and activities `body`.
+_TEXT_FIELDS = ("content", "body")
+
+
+def message_row(item: dict, raw_json: str, job_id: Optional[str]) -> dict:
+    """One conversation item (export line or REST item) as a raw `messages` row."""
+    content = item.get("content")
+    if not isinstance(content, dict):
+        content = {}
+    initiator = _obj(item.get("initiator"))
+    responder = _obj(item.get("responder"))
+    return {
+        "id": item["id"],
+        "conversation_id": _str(item.get("conversationId")),
+        "customer_id": _str(item.get("customerId")),
+        "timestamp": parse_timestamp(item.get("timestamp")),
+        "content_type": _str(content.get("type")),
+        "session_id": _str(item.get("sessionId") or content.get("sessionId")),
+        "initiator_id": _str(initiator.get("id")),
+        "initiator_type": _str(initiator.get("type")),
+        "responder_id": _str(responder.get("id")),
+        "responder_type": _str(responder.get("type")),
+        "message_type": _str(content.get("messageType")),
+        "text": _text(content),
+        "subject": _str(content.get("subject")),
+        "from_address": _str(content.get("from")),
+        "to_addresses": _str_list(content.get("to")),
+        "cc_addresses": _str_list(content.get("cc")),
+        "status": _str(content.get("status")),
+        "activity_type": _str(content.get("activityType")),
+        "title": _str(content.get("title")),
+        "started_at": parse_timestamp(content.get("startedAt")),
+        "answered_at": parse_timestamp(content.get("answeredAt")),
+        "completed_at": parse_timestamp(content.get("completedAt")),
+        "recording_status": _str(content.get("recordingStatus")),
+        "recording_duration_seconds": _int(content.get("recordingDuration")),
+        "recording_url": _str(content.get("recordingUrl")),
+        "added_topic_ids": _str_list(content.get("addedTopicIds")),
+        "removed_topic_ids": _str_list(content.get("removedTopicIds")),
+        "attachment_count": _count(content.get("attachments")),
+        "source_job_id": job_id,
+        "raw_json": raw_json,
+    }
+
+
+def conversation_row(conversation: dict, fetched_at: datetime) -> dict:
+    """One GET conversations/{id} answer as a raw `conversations` row."""
+    attributes = conversation.get("customAttributes")
+    return {
+        "id": conversation["id"],
+        "customer_id": _str(conversation.get("customerId")),
+        "inbox_id": _str(conversation.get("inboxId")),
+        "agent_id": _str(conversation.get("agentId")),
+        "status": _str(conversation.get("status")),
+        "created_at": parse_timestamp(conversation.get("createdAt")),
+        "closed_at": parse_timestamp(conversation.get("closedAt")),
+        # Gladly omits topicIds when no topic applies: that is an empty list, not unknown.
+        "topic_ids": _str_list(conversation.get("topicIds")) or [],
+        "custom_attributes_json": _dumps(attributes) if attributes else None,
+        "fetched_at": fetched_at,
+        "raw_json": _dumps(conversation),
+    }
+
+
+def contact_row(profile: dict, fetched_at: datetime) -> dict:
+    """One GET customer-profiles/{id} answer as a raw `contacts` row."""
+    emails = [e for e in profile.get("emails") or [] if isinstance(e, dict)]
+    phones = [p for p in profile.get("phones") or [] if isinstance(p, dict)]
+    external_ids = profile.get("externalCustomerIds")
+    attributes = profile.get("customAttributes")
+    return {
+        "id": profile["id"],
+        "merged_into": None,
+        "name": _str(profile.get("name")),
+        "address": _str(profile.get("address")),
+        "emails": [_str(e.get("original")) for e in emails if e.get("original")],
+        "primary_email": _primary(emails, "original"),
+        "phones": [_str(p.get("normalized") or p.get("original")) for p in phones
+                   if p.get("normalized") or p.get("original")],
+        "primary_phone": _primary(phones, "normalized", "original"),
+        "external_customer_id": _str(profile.get("externalCustomerId")),
+        "external_customer_ids_json": _dumps(external_ids) if external_ids else None,
+        "custom_attributes_json": _dumps(attributes) if attributes else None,
+        "created_at": parse_timestamp(profile.get("createdAt")),
+        "updated_at": parse_timestamp(profile.get("updatedAt")),
+        "fetched_at": fetched_at,
+        "raw_json": _dumps(profile),
+    }
+
+
+def merged_contact_row(old_id: str, new_id: str, fetched_at: datetime) -> dict:
+    """A profile id Gladly answered with 301: it now lives on as `new_id`."""
+    row = {name: None for name in contact_row({"id": old_id}, fetched_at)}
+    row.update(
+        id=old_id,
+        merged_into=new_id,
+        emails=[],
+        phones=[],
+        fetched_at=fetched_at,
+        raw_json=_dumps({"id": old_id, "mergedInto": new_id}),
+    )
+    return row
+
+
+def reference_row(record: dict, fetched_at: datetime) -> dict:
+    """An agent, inbox or topic as a raw reference row."""
+    disabled = record.get("disabled")
+    return {
+        "id": record["id"],
+        "name": _str(record.get("name")),
+        "email": _str(record.get("emailAddress")),
+        "disabled": disabled if isinstance(disabled, bool) else None,
+        "parent_id": _str(record.get("parentId")),
+        "fetched_at": fetched_at,
+        "raw_json": _dumps(record),
+    }
+
+
+def _dumps(value) -> str:
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, sort_keys=True)
+
+
+def _obj(value) -> dict:
+    return value if isinstance(value, dict) else {}
+
+
+def _str(value) -> Optional[str]:
+    if value is None or isinstance(value, (dict, list)):
+        return None
+    return str(value)
+
+
+def _str_list(value) -> Optional[list]:
+    if value is None:
+        return None
+    if isinstance(value, list):
+        return [str(v) for v in value if v is not None and not isinstance(v, (dict, list))]
+    # SMS and calls give one number as `to`; keep the column a list for every type.
+    return [str(value)]
+
+
+def _int(value) -> Optional[int]:
+    """Integers that Gladly sometimes sends as strings (recordingDuration: "100")."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+        return int(value.strip())
+    return None
+
+
+def _count(value) -> Optional[int]:
+    return len(value) if isinstance(value, list) else None
+
+
+def _text(content: dict) -> Optional[str]:
+    for name in _TEXT_FIELDS:
+        value = content.get(name)
+        if isinstance(value, str):
+            return value
+    return None
+
+
+def _primary(entries: list, *keys: str) -> Optional[str]:
+    """The entry flagged primary, else the first one (Gladly's default is not primary)."""
+    if not entries:
+        return None
+    chosen = next((e for e in entries if e.get("primary") is True), entries[0])
+    for key in keys:
+        if chosen.get(key):
+            return str(chosen[key])
+    return None

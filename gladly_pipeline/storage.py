@@ -1,0 +1,102 @@
+"""Where tables live under the data root, and how files are replaced atomically.
+
+Layout (hive style, so pyarrow.dataset, DuckDB, Polars, pandas and Spark read a whole
+table with one call):
+
+    <root>/raw/<table>/date=YYYY-MM-DD/part-0.parquet    daily raw extractions
+    <root>/raw/<table>/part-0.parquet                     unpartitioned reference tables
+    <root>/analytics/<table>/part-0.parquet               analysis-ready tables
+
+A file is written under a hidden temporary name in its final folder and renamed over
+the old one, so readers see the previous version or the new one, never a partial file.
+"""
+
+import os
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Optional
+
+import pyarrow as pa
+import pyarrow.dataset as ds
+import pyarrow.parquet as pq
+
+PART_FILE = "part-0.parquet"
+COMPRESSION = "zstd"
+
+
+class TableStore:
+    """The data root: paths of raw and analytics tables and atomic writes to them."""
+
+    def __init__(self, root: os.PathLike):
+        self.root = Path(root)
+
+    def raw_partition(self, table: str, day: str) -> Path:
+        return self.root / "raw" / table / f"date={day}" / PART_FILE
+
+    def raw_table_dir(self, table: str) -> Path:
+        return self.root / "raw" / table
+
+    def reference(self, table: str) -> Path:
+        return self.root / "raw" / table / PART_FILE
+
+    def analytics(self, table: str) -> Path:
+        return self.root / "analytics" / table / PART_FILE
+
+    def write(self, path: Path, table: pa.Table) -> None:
+        with self.writer(path, table.schema) as writer:
+            writer.write_table(table)
+
+    @contextmanager
+    def writer(self, path: Path, schema: pa.Schema) -> Iterator[pq.ParquetWriter]:
+        """Yields a Parquet writer whose file replaces `path` only if the block succeeds."""
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # Hidden and without the .parquet suffix: no reader's glob or dataset picks it up.
+        temp = path.parent / f".{path.name}.{uuid.uuid4().hex}.tmp"
+        writer = pq.ParquetWriter(temp, schema, compression=COMPRESSION)
+        try:
+            yield writer
+            writer.close()
+            _fsync(temp)
+            os.replace(temp, path)
+            _fsync_dir(path.parent)
+        finally:
+            if writer.is_open:
+                writer.close()
+            temp.unlink(missing_ok=True)
+
+    def read(self, path: Path, schema: pa.Schema) -> pa.Table:
+        return pq.read_table(path, schema=schema)
+
+    def read_raw(self, table: str, schema: pa.Schema, days: Optional[list] = None) -> pa.Table:
+        """Every partition of a raw table (or the given days) as one table."""
+        if days is not None:
+            paths = [self.raw_partition(table, day) for day in days]
+            tables = [pq.read_table(p, schema=schema) for p in paths if p.exists()]
+            return pa.concat_tables(tables) if tables else schema.empty_table()
+        folder = self.raw_table_dir(table)
+        if not folder.exists():
+            return schema.empty_table()
+        dataset = ds.dataset(folder, format="parquet", schema=schema, partitioning="hive")
+        return dataset.to_table()
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _fsync_dir(path: Path) -> None:
+    # The rename is durable only once the folder's entry is on disk.
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
