@@ -13,6 +13,8 @@ import time
 import pyarrow.dataset as ds
 
 DAYS = 7
+# Dagster's own step-by-step log lines would drown the summary; warnings still show.
+QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 
 
 def main(argv=None) -> int:
@@ -63,19 +65,33 @@ def run_pipeline(days: int) -> list:
     chosen = covered_days(client.export_jobs(status="COMPLETED"))[-days:]
     client.close()
     instance = DagsterInstance.get()
-    extract = defs.get_job_def("extract_day")
+    extract = defs.resolve_job_def("extract_day")
     failed = []
     for day in chosen:
-        print(f"Extracting {day} ...", flush=True)
-        result = extract.execute_in_process(partition_key=day, instance=instance,
-                                            raise_on_error=False)
+        result = extract.execute_in_process(
+            partition_key=day, instance=instance, run_config=QUIET, raise_on_error=False
+        )
+        print(f"Extracted {day}: {_row_counts(result)}", flush=True)
         if not result.success:
             failed.append(day)
-    print("Rebuilding analysis-ready tables ...", flush=True)
-    refresh = defs.get_job_def("refresh_tables")
-    if not refresh.execute_in_process(instance=instance, raise_on_error=False).success:
+    refresh = defs.resolve_job_def("refresh_tables")
+    result = refresh.execute_in_process(
+        instance=instance, run_config=QUIET, raise_on_error=False
+    )
+    print(f"Rebuilt analysis-ready tables: {_row_counts(result)}", flush=True)
+    if not result.success:
         failed.append("refresh_tables")
     return failed
+
+
+def _row_counts(result) -> str:
+    if not result.success:
+        return "FAILED (see the run in the Dagster UI: make dev)"
+    counts = []
+    for event in result.get_asset_materialization_events():
+        rows = event.materialization.metadata.get("dagster/row_count")
+        counts.append(f"{event.asset_key.to_user_string()}={rows.value if rows else '?'}")
+    return ", ".join(counts)
 
 
 def print_summary(root: str, requests: int, elapsed: float) -> None:
@@ -85,7 +101,7 @@ def print_summary(root: str, requests: int, elapsed: float) -> None:
         for table in ("messages", "conversations", "contacts"):
             folder = os.path.join(root, layer, table)
             rows = ds.dataset(folder, format="parquet", partitioning="hive").count_rows()
-            print(f"  {layer}/{table:<14} {rows:>7} rows")
+            print(f"  {layer + '/' + table:<24} {rows:>8} rows")
     print("Query it, e.g.: duckdb -c \"SELECT status, count(*) FROM "
           f"read_parquet('{root}/analytics/conversations/*.parquet') GROUP BY 1\"")
 

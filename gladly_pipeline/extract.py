@@ -20,7 +20,7 @@ from .records import contact_row, conversation_row, merged_contact_row, message_
 from .schemas import RAW_CONTACTS, RAW_CONVERSATIONS, RAW_MESSAGES
 from .storage import TableStore
 from .timeutil import UTC, format_timestamp, parse_timestamp
-from .windows import EXPORT_RETENTION, Window
+from .windows import Window
 
 log = logging.getLogger(__name__)
 
@@ -65,16 +65,19 @@ def job_window(job: dict) -> Optional[Window]:
     return Window(start, end)
 
 
-def jobs_for_window(jobs: Iterable[dict], window: Window, now: datetime) -> list:
+def jobs_for_window(jobs: Iterable[dict], window: Window) -> list:
     """The completed jobs overlapping `window`, newest first; raises if they leave gaps."""
-    chosen = []
+    spans, chosen = [], []
     for job in jobs:
         span = job_window(job)
-        if job.get("status") == "COMPLETED" and span and span.overlaps(window):
+        if job.get("status") != "COMPLETED" or span is None:
+            continue
+        spans.append(span)
+        if span.overlaps(window):
             chosen.append((span, job))
     gaps = _gaps(window, [span for span, _ in chosen])
     if gaps:
-        raise ExportNotAvailable(_coverage_message(window, gaps, now))
+        raise ExportNotAvailable(_coverage_message(window, gaps, spans))
     # Newest first: when an item appears in two jobs, the later export's copy wins.
     chosen.sort(key=lambda pair: (pair[1].get("updatedAt") or "", pair[1]["id"]), reverse=True)
     return [job for _, job in chosen]
@@ -93,17 +96,29 @@ def _gaps(window: Window, spans: list) -> list:
     return gaps
 
 
-def _coverage_message(window: Window, gaps: list, now: datetime) -> str:
+def _coverage_message(window: Window, gaps: list, spans: list) -> str:
+    """Says why the day cannot be extracted, judged from the jobs Gladly still lists.
+
+    Gladly's own job list is the clock here: the machine's time may differ from the
+    account's, and the list is what decides what can be read.
+    """
     missing = ", ".join(gap.describe() for gap in gaps)
-    if window.end <= now - EXPORT_RETENTION:
+    if spans and window.end <= min(s.start for s in spans):
         return (
-            f"Day {window.day} is older than Gladly's 14-day export retention: its export "
-            f"jobs are gone, so it cannot be extracted (missing {missing}). History beyond "
-            "14 days needs Gladly's Reports API, which this pipeline does not use yet."
+            f"Day {window.day} is older than every export job Gladly still keeps (exports "
+            f"are deleted after 14 days), so it cannot be extracted (missing {missing}). "
+            "History beyond 14 days needs Gladly's Reports API, not used by this pipeline yet."
+        )
+    if not spans or window.end > max(s.end for s in spans):
+        return (
+            f"Gladly has no completed export job covering {missing} of day {window.day} "
+            "yet. Daily exports are published a few hours after the day ends (UTC); "
+            "materialize this day again later."
         )
     return (
-        f"Gladly has no completed export job covering {missing} of day {window.day} yet. "
-        "Daily exports are published a few hours after the day ends (UTC); try again later."
+        f"Gladly lists no completed export job covering {missing} of day {window.day}, "
+        "although later days have one: the job failed or was deleted. Gladly Support can "
+        "regenerate it."
     )
 
 
@@ -112,12 +127,9 @@ def extract_messages(
     window: Window,
     store: TableStore,
     path: Path,
-    *,
-    now: Optional[datetime] = None,
 ) -> MessageStats:
     """Writes every conversation item of `window` from the export jobs covering it."""
-    now = now or datetime.now(UTC)
-    jobs = jobs_for_window(client.export_jobs(status="COMPLETED"), window, now)
+    jobs = jobs_for_window(client.export_jobs(status="COMPLETED"), window)
     stats = MessageStats(jobs=[job["id"] for job in jobs])
     seen: set = set()
     with store.writer(path, RAW_MESSAGES) as writer:

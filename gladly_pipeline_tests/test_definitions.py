@@ -15,8 +15,8 @@ def test_definitions_load_with_all_assets_and_jobs():
         "raw/agents", "raw/inboxes", "raw/topics",
         "analytics/messages", "analytics/conversations", "analytics/contacts",
     }
-    assert defs.get_job_def("extract_day") is not None
-    assert defs.get_job_def("refresh_tables") is not None
+    assert defs.resolve_job_def("extract_day") is not None
+    assert defs.resolve_job_def("refresh_tables") is not None
 
 
 def test_every_asset_has_a_description_for_data_consumers():

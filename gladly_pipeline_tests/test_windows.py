@@ -48,7 +48,7 @@ def test_a_utc_day_takes_both_local_midnight_jobs_that_overlap_it():
         job("c", "2026-03-09T04:00:00.000Z", "2026-03-10T04:00:00.000Z"),
         job("x", "2026-03-01T05:00:00.000Z", "2026-03-02T05:00:00.000Z"),
     ]
-    chosen = jobs_for_window(jobs, window_for_day("2026-03-08"), now=_now())
+    chosen = jobs_for_window(jobs, window_for_day("2026-03-08"))
     assert sorted(j["id"] for j in chosen) == ["a", "b"]
 
 
@@ -58,20 +58,30 @@ def test_hourly_jobs_cover_a_day_only_when_all_24_are_there():
         job(str(h), _iso(day + timedelta(hours=h)), _iso(day + timedelta(hours=h + 1)))
         for h in range(24)
     ]
-    assert len(jobs_for_window(hourly, window_for_day("2026-03-08"), now=_now())) == 24
+    assert len(jobs_for_window(hourly, window_for_day("2026-03-08"))) == 24
     with pytest.raises(ExportNotAvailable, match="13:00:00"):
-        jobs_for_window(hourly[:13] + hourly[14:], window_for_day("2026-03-08"), now=_now())
+        jobs_for_window(hourly[:13] + hourly[14:], window_for_day("2026-03-08"))
 
 
 def test_failed_and_pending_jobs_do_not_count_as_coverage():
     jobs = [job("f", "2026-03-08T00:00:00Z", "2026-03-09T00:00:00Z", status="FAILED")]
     with pytest.raises(ExportNotAvailable, match="no completed export job"):
-        jobs_for_window(jobs, window_for_day("2026-03-08"), now=_now())
+        jobs_for_window(jobs, window_for_day("2026-03-08"))
 
 
-def test_day_older_than_retention_says_so():
-    with pytest.raises(ExportNotAvailable, match="14-day export retention"):
-        jobs_for_window([], window_for_day("2026-01-02"), now=_now())
+def test_day_older_than_every_listed_job_says_retention():
+    jobs = [job("a", "2026-02-24T00:00:00Z", "2026-02-25T00:00:00Z")]
+    with pytest.raises(ExportNotAvailable, match="deleted after 14 days"):
+        jobs_for_window(jobs, window_for_day("2026-01-02"))
+
+
+def test_missing_job_between_covered_days_says_it_failed_or_was_deleted():
+    jobs = [
+        job("a", "2026-03-06T00:00:00Z", "2026-03-07T00:00:00Z"),
+        job("c", "2026-03-08T00:00:00Z", "2026-03-09T00:00:00Z"),
+    ]
+    with pytest.raises(ExportNotAvailable, match="failed or was deleted"):
+        jobs_for_window(jobs, window_for_day("2026-03-07"))
 
 
 def test_covered_days_lists_only_complete_utc_days():
@@ -87,10 +97,6 @@ def test_window_overlap_is_half_open():
     a = Window(datetime(2026, 3, 8, tzinfo=UTC), datetime(2026, 3, 9, tzinfo=UTC))
     b = Window(datetime(2026, 3, 9, tzinfo=UTC), datetime(2026, 3, 10, tzinfo=UTC))
     assert not a.overlaps(b)
-
-
-def _now():
-    return datetime(2026, 3, 9, 12, tzinfo=UTC)
 
 
 def _iso(moment):

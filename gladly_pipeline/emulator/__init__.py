@@ -1,0 +1,29 @@
+"""Local Gladly API emulator: a seeded synthetic account served over Gladly's REST API.
+
+    with start_emulator(EmulatorConfig(seed=1, days=3)) as emu:
+        auth = (emu.config.username, emu.config.api_token)
+        requests.get(f"{emu.base_url}/api/v1/agents", auth=auth, timeout=10)
+
+Run it standalone with `python -m gladly_pipeline.emulator` (or `gladly-emulator`).
+"""
+
+from gladly_pipeline.emulator.data import (
+    CONVERSATIONS_CAP,
+    ITEMS_CAP,
+    SEARCH_CAP,
+    Dataset,
+    EmulatorConfig,
+    generate,
+)
+from gladly_pipeline.emulator.server import Emulator, start_emulator
+
+__all__ = [
+    "CONVERSATIONS_CAP",
+    "ITEMS_CAP",
+    "SEARCH_CAP",
+    "Dataset",
+    "Emulator",
+    "EmulatorConfig",
+    "generate",
+    "start_emulator",
+]

@@ -1,0 +1,612 @@
+"""Local HTTP server that answers like Gladly's public REST API, over a generated Dataset.
+
+Each request goes through the same steps as on Gladly: Basic auth, the per-org rate limit,
+then (emulator only) any injected fault, then routing. Lists are bare JSON arrays with the
+documented caps and `Gladly-Limited-Data`; export files stream as NDJSON in chunks.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import dataclasses
+import hmac
+import ipaddress
+import json
+import logging
+import re
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qs, unquote, urlsplit
+
+from gladly_pipeline.emulator.data import (
+    CONVERSATIONS_CAP,
+    ITEMS_CAP,
+    RETENTION_DAYS,
+    SEARCH_CAP,
+    Dataset,
+    EmulatorConfig,
+    generate,
+    parse_timestamp,
+    resolve_now,
+    to_ms,
+)
+
+logger = logging.getLogger(__name__)
+
+JOB_STATUSES = ("PENDING", "IN_PROGRESS", "COMPLETED", "FAILED")
+E164 = re.compile(r"\+[1-9]\d{6,14}")
+# Clients compute "now" on their own clock; allow this much disagreement with ours.
+CLOCK_SKEW = timedelta(minutes=5)
+STREAM_CHUNK_BYTES = 64 * 1024
+ERROR_CODES = {
+    400: "invalid",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_exist",
+    409: "taken",
+    429: "too_many_requests",
+}
+OUTAGE_PAGE = (
+    "<!DOCTYPE html><html><head><title>{status} Service Unavailable</title></head>"
+    "<body><h1>{status}</h1><p>The server is temporarily unable to handle the request.</p>"
+    "</body></html>"
+)
+
+
+@dataclass
+class Reply:
+    """What a route answers: a JSON body, or NDJSON lines streamed in chunks."""
+
+    status: int
+    body: object = None
+    headers: tuple[tuple[str, str], ...] = ()
+    lines: Iterator[dict] | None = None
+    html: str | None = None
+
+
+def errors(
+    status: int,
+    detail: str,
+    code: str | None = None,
+    attr: str | None = None,
+    meta: dict | None = None,
+    headers: tuple[tuple[str, str], ...] = (),
+) -> Reply:
+    """An Errors body (reference §12.9): {"errors": [{attr?, code, detail, meta?}]}."""
+    error: dict = {}
+    if attr:
+        error["attr"] = attr
+    error["code"] = code or ERROR_CODES.get(status, "temporary_failure")
+    error["detail"] = detail
+    if meta:
+        error["meta"] = meta
+    return Reply(status, {"errors": [error]}, headers)
+
+
+@dataclass
+class _Fault:
+    status: int
+    remaining: int
+    path_prefix: str
+    html: bool
+
+
+class _RateLimiter:
+    """Counts requests per wall-clock second for the whole org, as Gladly does."""
+
+    def __init__(self, limit: int | None):
+        self.limit = limit or 0
+        self._second = 0
+        self._count = 0
+        self._lock = threading.Lock()
+
+    def take(self) -> tuple[bool, int]:
+        """Count one request; returns (allowed, remaining in this second)."""
+        if not self.limit:
+            return True, 0
+        with self._lock:
+            self._roll()
+            self._count += 1
+            return self._count <= self.limit, max(0, self.limit - self._count)
+
+    def remaining(self) -> int:
+        with self._lock:
+            self._roll()
+            return max(0, self.limit - self._count)
+
+    def _roll(self) -> None:
+        second = int(time.time())
+        if second != self._second:
+            self._second, self._count = second, 0
+
+
+class Emulator:
+    """A running emulator: the generated data, the HTTP server and its request log."""
+
+    def __init__(self, cfg: EmulatorConfig, host: str = "127.0.0.1", port: int = 0):
+        require_loopback(host)
+        self.config = dataclasses.replace(cfg, now=resolve_now(cfg))
+        self.data: Dataset = generate(self.config)
+        self.request_log: list[tuple[str, str, int]] = []
+        self._lock = threading.Lock()
+        self._faults: list[_Fault] = []
+        self._limiter = _RateLimiter(cfg.rate_limit_per_second)
+        self._started = time.monotonic()
+        self._server = ThreadingHTTPServer((host, port), _Handler)
+        self._server.daemon_threads = True
+        self._server.emulator = self  # type: ignore[attr-defined]
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, name="gladly-emulator", daemon=True
+        )
+
+    @property
+    def base_url(self) -> str:
+        host, port = self._server.server_address[:2]
+        return f"http://{host}:{port}"
+
+    def start(self) -> Emulator:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop serving and close the listening socket, freeing the port."""
+        if self._thread.is_alive():
+            self._server.shutdown()
+            self._thread.join()
+        self._server.server_close()
+
+    def __enter__(self) -> Emulator:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    def clock(self) -> datetime:
+        """The emulator's current time: the fixed `now` plus the time since start."""
+        return self.data.now + timedelta(seconds=time.monotonic() - self._started)
+
+    def inject(
+        self, status: int = 503, times: int = 1, path_prefix: str = "/api/v1", html: bool = False
+    ) -> None:
+        """Answer the next `times` requests under `path_prefix` with `status`.
+
+        429 comes without Retry-After; other statuses get an Errors body, or an HTML outage
+        page when `html` is true. Faults apply after auth and before routing.
+        """
+        with self._lock:
+            self._faults.append(_Fault(status, times, path_prefix, html))
+
+    def _take_fault(self, path: str) -> _Fault | None:
+        with self._lock:
+            for fault in self._faults:
+                if fault.remaining > 0 and path.startswith(fault.path_prefix):
+                    fault.remaining -= 1
+                    return fault
+        return None
+
+    def _record(self, method: str, path: str, status: int) -> None:
+        with self._lock:
+            self.request_log.append((method, path, status))
+
+
+def start_emulator(
+    cfg: EmulatorConfig | None = None, *, host: str = "127.0.0.1", port: int = 0
+) -> Emulator:
+    """Generate the data and serve it on `host:port` (0 = a free port) from a daemon thread."""
+    return Emulator(cfg or EmulatorConfig(), host=host, port=port).start()
+
+
+def require_loopback(host: str) -> None:
+    """Refuse to listen anywhere but IPv4 loopback: the emulator has fake credentials."""
+    try:
+        loopback = ipaddress.IPv4Address(host).is_loopback
+    except ValueError:
+        loopback = False
+    if not loopback:
+        raise ValueError(f"the emulator only listens on 127.0.0.0/8, not {host!r}")
+
+
+class _Handler(BaseHTTPRequestHandler):
+    """One request: auth, rate limit, injected fault, route, respond, log."""
+
+    protocol_version = "HTTP/1.1"
+    server_version = "GladlyEmulator/1.0"
+    timeout = 30  # idle keep-alive connections release their thread
+
+    # http.server dispatches on do_<METHOD>; every method takes the same path (writes get 405).
+    def do_GET(self) -> None:
+        self._handle()
+
+    do_HEAD = do_POST = do_PUT = do_PATCH = do_DELETE = do_OPTIONS = do_GET
+
+    def log_message(self, format: str, *args: object) -> None:
+        """Silence http.server's per-request stderr lines; `_handle` logs instead."""
+
+    def _handle(self) -> None:
+        emulator: Emulator = self.server.emulator  # type: ignore[attr-defined]
+        self._drain_body()
+        self.rate_headers: tuple[tuple[str, str], ...] = ()
+        reply = self._process(emulator)
+        self._send(reply)
+        emulator._record(self.command, self.path, reply.status)
+        logger.info("%s %s %s", self.command, urlsplit(self.path).path, reply.status)
+
+    def _drain_body(self) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        if length:
+            self.rfile.read(length)
+
+    def _process(self, emulator: Emulator) -> Reply:
+        denied = self._authenticate(emulator.config)
+        limiter = emulator._limiter
+        if denied:
+            self._set_rate_headers(limiter.limit, limiter.remaining())
+            return denied
+        allowed, remaining = limiter.take()
+        self._set_rate_headers(limiter.limit, remaining)
+        if not allowed:
+            return errors(429, "rate limit exceeded")
+        fault = emulator._take_fault(self.path)
+        if fault:
+            return _fault_reply(fault)
+        try:
+            return route(emulator, self.command, self.path)
+        except Exception:  # an emulator bug: answer like an outage, keep serving
+            logger.exception("emulator failed on %s", urlsplit(self.path).path)
+            return errors(500, "internal error")
+
+    def _authenticate(self, cfg: EmulatorConfig) -> Reply | None:
+        """HTTP Basic with the API user's email and token; never echoes either back."""
+        header = self.headers.get("Authorization", "")
+        scheme, _, encoded = header.partition(" ")
+        try:
+            decoded = base64.b64decode(encoded, validate=True).decode("utf-8")
+        except (binascii.Error, UnicodeDecodeError):
+            decoded = ""
+        username, _, token = decoded.partition(":")
+        token_ok = hmac.compare_digest(token.encode(), cfg.api_token.encode())
+        if scheme.lower() != "basic" or not token_ok:
+            return errors(401, "missing or invalid API credentials")
+        if username in cfg.forbidden_usernames:
+            return errors(403, "the user lacks the API User permission")
+        if username != cfg.username:
+            return errors(401, "missing or invalid API credentials")
+        return None
+
+    def _set_rate_headers(self, limit: int, remaining: int) -> None:
+        if limit:
+            self.rate_headers = (
+                ("Ratelimit-Limit-Second", str(limit)),
+                ("Ratelimit-Remaining-Second", str(remaining)),
+            )
+
+    def _send(self, reply: Reply) -> None:
+        if reply.lines is not None:
+            self._send_stream(reply)
+            return
+        if reply.html is not None:
+            payload, content_type = reply.html.encode(), "text/html; charset=utf-8"
+        else:
+            payload = json.dumps(reply.body, ensure_ascii=False, separators=(",", ":")).encode()
+            content_type = "application/json"
+        self._start(reply, content_type)
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(payload)
+
+    def _start(self, reply: Reply, content_type: str) -> None:
+        self.send_response(reply.status)
+        self.send_header("Content-Type", content_type)
+        for name, value in (*reply.headers, *self.rate_headers):
+            self.send_header(name, value)
+
+    def _send_stream(self, reply: Reply) -> None:
+        """Write NDJSON with chunked transfer encoding, never holding the whole file."""
+        self._start(reply, "application/x-ndjson")
+        self.send_header("Transfer-Encoding", "chunked")
+        self.end_headers()
+        if self.command == "HEAD":
+            return
+        buffer: list[bytes] = []
+        size = 0
+        try:
+            for line in reply.lines or ():
+                encoded = json.dumps(line, ensure_ascii=False, separators=(",", ":")).encode()
+                buffer.append(encoded + b"\n")
+                size += len(encoded) + 1
+                if size >= STREAM_CHUNK_BYTES:
+                    self._write_chunk(b"".join(buffer))
+                    buffer, size = [], 0
+            if buffer:
+                self._write_chunk(b"".join(buffer))
+            self.wfile.write(b"0\r\n\r\n")
+        except (BrokenPipeError, ConnectionResetError):
+            self.close_connection = True  # the client went away mid-file
+
+    def _write_chunk(self, data: bytes) -> None:
+        self.wfile.write(f"{len(data):X}\r\n".encode() + data + b"\r\n")
+
+
+def _fault_reply(fault: _Fault) -> Reply:
+    if fault.html:
+        return Reply(fault.status, html=OUTAGE_PAGE.format(status=fault.status))
+    if fault.status == 429:
+        return errors(429, "rate limit exceeded")
+    return errors(fault.status, "injected fault")
+
+
+# ---------------------------------------------------------------- routing
+
+RouteHandler = Callable[..., Reply]
+_ROUTES: list[tuple[re.Pattern[str], RouteHandler]] = []
+
+
+def _route(pattern: str) -> Callable[[RouteHandler], RouteHandler]:
+    """Register a GET handler for a path; `{}` segments are passed on as arguments."""
+    regex = re.compile("/api/v1/" + pattern.replace("{}", "([^/]+)"))
+
+    def register(handler: RouteHandler) -> RouteHandler:
+        _ROUTES.append((regex, handler))
+        return handler
+
+    return register
+
+
+def route(emulator: Emulator, method: str, raw_path: str) -> Reply:
+    """Dispatch a request that passed auth and the rate limit."""
+    parts = urlsplit(raw_path)
+    query = parse_qs(parts.query, keep_blank_values=True)
+    for regex, handler in _ROUTES:
+        match = regex.fullmatch(parts.path)
+        if match:
+            if method not in ("GET", "HEAD"):
+                return errors(
+                    405,
+                    f"{method} is not supported here",
+                    code="invalid",
+                    headers=(("Allow", "GET"),),
+                )
+            ids = [unquote(group) for group in match.groups()]
+            return handler(emulator, query, *ids)
+    return errors(404, "no such resource")
+
+
+def _ok(body: object, *headers: tuple[str, str]) -> Reply:
+    return Reply(200, body, headers)
+
+
+def _limited(records: list, cap: int) -> Reply:
+    """A capped list with Gladly-Limited-Data saying whether anything was cut."""
+    truncated = "true" if len(records) > cap else "false"
+    return _ok(records[:cap], ("Gladly-Limited-Data", truncated))
+
+
+def _find(records: list[dict], record_id: str, kind: str) -> Reply:
+    for record in records:
+        if record["id"] == record_id:
+            return _ok(record)
+    return errors(404, f"{kind} {record_id} does not exist")
+
+
+@_route("organization")
+def _organization(emulator: Emulator, query: dict) -> Reply:
+    return _ok(emulator.data.organization)
+
+
+@_route("agents")
+def _agents(emulator: Emulator, query: dict) -> Reply:
+    return _ok(emulator.data.agents)
+
+
+@_route("agents/{}")
+def _agent(emulator: Emulator, query: dict, agent_id: str) -> Reply:
+    return _find(emulator.data.agents, agent_id, "agent")
+
+
+@_route("inboxes")
+def _inboxes(emulator: Emulator, query: dict) -> Reply:
+    return _ok(emulator.data.inboxes)
+
+
+@_route("inboxes/{}")
+def _inbox(emulator: Emulator, query: dict, inbox_id: str) -> Reply:
+    return _find(emulator.data.inboxes, inbox_id, "inbox")
+
+
+@_route("teams")
+def _teams(emulator: Emulator, query: dict) -> Reply:
+    return _ok(emulator.data.teams)
+
+
+@_route("teams/{}")
+def _team(emulator: Emulator, query: dict, team_id: str) -> Reply:
+    return _find(emulator.data.teams, team_id, "team")
+
+
+@_route("topics")
+def _topics(emulator: Emulator, query: dict) -> Reply:
+    return _ok(emulator.data.topics)
+
+
+@_route("topics/{}")
+def _topic(emulator: Emulator, query: dict, topic_id: str) -> Reply:
+    return _find(emulator.data.topics, topic_id, "topic")
+
+
+@_route("customer-profiles")
+def _find_customers(emulator: Emulator, query: dict) -> Reply:
+    """Search by exactly one of email, phoneNumber, externalCustomerId; newest first."""
+    keys = [key for key in ("email", "phoneNumber", "externalCustomerId") if key in query]
+    if len(keys) != 1:
+        return errors(
+            400, "give exactly one of email, phoneNumber, externalCustomerId", attr="query"
+        )
+    key = keys[0]
+    value = query[key][0]
+    if not value:
+        return errors(400, f"{key} must not be blank", code="blank", attr=key)
+    if key == "phoneNumber" and not E164.fullmatch(value):
+        # An unescaped "+" arrives as a space, so this also catches that client bug.
+        return errors(400, "phoneNumber must be E.164, with + escaped as %2B", attr=key)
+    data = emulator.data
+    index = {
+        "email": data.customers_by_email,
+        "phoneNumber": data.customers_by_phone,
+        "externalCustomerId": data.customers_by_external_id,
+    }[key]
+    wanted = value.lower() if key == "email" else value
+    found = [data.customers[customer_id] for customer_id in index.get(wanted, [])]
+    found.sort(key=_updated_ms, reverse=True)
+    return _ok(found[:SEARCH_CAP])
+
+
+def _updated_ms(profile: dict) -> int:
+    """Sort key for search results; profiles without updatedAt fall back to createdAt."""
+    return to_ms(parse_timestamp(profile.get("updatedAt") or profile["createdAt"]))
+
+
+def _moved(old: str, new: str, location: str) -> Reply:
+    return errors(
+        301,
+        "customer id has changed",
+        code="moved",
+        attr="customerId",
+        meta={"old": old, "new": new},
+        headers=(("Location", location),),
+    )
+
+
+@_route("customer-profiles/{}")
+def _customer(emulator: Emulator, query: dict, customer_id: str) -> Reply:
+    data = emulator.data
+    if customer_id in data.merged:
+        new = data.merged[customer_id]
+        return _moved(customer_id, new, f"/api/v1/customer-profiles/{new}")
+    if customer_id not in data.customers:
+        return errors(404, f"customer {customer_id} does not exist")
+    return _ok(data.customers[customer_id])
+
+
+@_route("customers/{}/conversations")
+def _customer_conversations(emulator: Emulator, query: dict, customer_id: str) -> Reply:
+    data = emulator.data
+    if customer_id in data.merged:
+        new = data.merged[customer_id]
+        return _moved(customer_id, new, f"/api/v1/customers/{new}/conversations")
+    if customer_id not in data.customers:
+        return errors(404, f"customer {customer_id} does not exist")
+    return _limited(data.conversations_by_customer.get(customer_id, []), CONVERSATIONS_CAP)
+
+
+@_route("conversations/{}")
+def _conversation(emulator: Emulator, query: dict, conversation_id: str) -> Reply:
+    conversation = emulator.data.conversations.get(conversation_id)
+    if conversation is None:
+        return errors(404, f"conversation {conversation_id} does not exist")
+    return _ok(conversation)
+
+
+@_route("conversations/{}/items")
+def _conversation_items(emulator: Emulator, query: dict, conversation_id: str) -> Reply:
+    data = emulator.data
+    if conversation_id not in data.conversations:
+        return errors(404, f"conversation {conversation_id} does not exist")
+    items = data.items_by_conversation.get(conversation_id, [])
+    session = query.get("sessionId", [""])[0]
+    if session:
+        items = [item for item in items if item.get("sessionId") == session]
+    return _limited(items, ITEMS_CAP)
+
+
+@_route("conversation-items/{}")
+def _conversation_item(emulator: Emulator, query: dict, item_id: str) -> Reply:
+    item = emulator.data.items_by_id.get(item_id)
+    if item is None:
+        return errors(404, f"conversation item {item_id} does not exist")
+    return _ok(item)
+
+
+@_route("export/schedules")
+def _schedules(emulator: Emulator, query: dict) -> Reply:
+    return _ok([emulator.data.schedule])
+
+
+@_route("export/jobs")
+def _jobs(emulator: Emulator, query: dict) -> Reply:
+    """Jobs of the last 14 days, filtered on updatedAt in [startAt, endAt]; newest first."""
+    clock = emulator.clock()
+    status = query.get("status", [""])[0]
+    if status and status not in JOB_STATUSES:
+        return errors(400, f"status must be one of {', '.join(JOB_STATUSES)}", attr="status")
+    try:
+        start = _query_time(query, "startAt", clock - timedelta(days=RETENTION_DAYS))
+        end = _query_time(query, "endAt", clock)
+    except _BadParameter as bad:
+        return errors(400, bad.detail, attr=bad.attr)
+    if start < clock - timedelta(days=RETENTION_DAYS) - CLOCK_SKEW:
+        return errors(400, "startAt may not be more than 14 days ago", attr="startAt")
+    if end > clock + CLOCK_SKEW:
+        return errors(400, "endAt may not be in the future", attr="endAt")
+    if end < start:
+        return errors(400, "endAt may not be before startAt", attr="endAt")
+    jobs = [
+        job
+        for job in emulator.data.visible_jobs()
+        if start <= parse_timestamp(job["updatedAt"]) <= end
+        and (not status or job["status"] == status)
+    ]
+    return _ok(jobs[::-1])
+
+
+class _BadParameter(ValueError):
+    def __init__(self, attr: str, detail: str):
+        super().__init__(detail)
+        self.attr = attr
+        self.detail = detail
+
+
+def _query_time(query: dict, name: str, default: datetime) -> datetime:
+    text = query.get(name, [""])[0]
+    if not text:
+        return default
+    try:
+        return parse_timestamp(text)
+    except ValueError:
+        detail = f"{name} must be an ISO 8601 timestamp, with + escaped as %2B"
+        raise _BadParameter(name, detail) from None
+
+
+def _visible_job(emulator: Emulator, job_id: str) -> dict | None:
+    for job in emulator.data.visible_jobs():
+        if job["id"] == job_id:
+            return job
+    return None
+
+
+@_route("export/jobs/{}")
+def _job(emulator: Emulator, query: dict, job_id: str) -> Reply:
+    job = _visible_job(emulator, job_id)
+    if job is None:
+        return errors(404, f"export job {job_id} does not exist")
+    return _ok(job)
+
+
+@_route("export/jobs/{}/files/{}")
+def _job_file(emulator: Emulator, query: dict, job_id: str, name: str) -> Reply:
+    job = _visible_job(emulator, job_id)
+    if job is None or name not in job["files"]:
+        return errors(404, f"file {name} of export job {job_id} does not exist")
+    data = emulator.data
+    lines = {
+        "agents.jsonl": lambda: iter(data.agents),
+        "topics.jsonl": lambda: iter(data.topics),
+        "conversation_items.jsonl": lambda: data.export_items(job),
+        "customers.jsonl": lambda: data.export_customers(job),
+    }[name]()
+    return Reply(200, lines=lines)
