@@ -2,12 +2,20 @@
 
 import os
 
-from dagster import AssetSelection, Definitions, EnvVar, define_asset_job
+from dagster import (
+    AssetSelection,
+    AutomationConditionSensorDefinition,
+    DefaultSensorStatus,
+    Definitions,
+    EnvVar,
+    define_asset_job,
+)
 
 from .assets.analytics import analytics_tables
 from .assets.raw import contacts, conversations, messages
 from .assets.reference import agents, inboxes, topics
 from .resources import DataRoot, GladlyResource
+from .sensors.sensors import export_jobs_sensor, intraday_sensor
 
 RAW_DAILY = AssetSelection.assets(messages, conversations, contacts)
 REFERENCE = AssetSelection.assets(agents, inboxes, topics)
@@ -36,9 +44,23 @@ def gladly_host() -> dict:
     return {"subdomain": EnvVar("GLADLY_SUBDOMAIN")}
 
 
+# Dagster creates this sensor stopped by default; the product relies on it to rebuild the
+# analytics tables after new raw data, so it starts running.
+automation_sensor = AutomationConditionSensorDefinition(
+    "gladly_automation",
+    target=AssetSelection.all(),
+    default_status=DefaultSensorStatus.RUNNING,
+    minimum_interval_seconds=60,
+)
+
 defs = Definitions(
     assets=[messages, conversations, contacts, agents, inboxes, topics, analytics_tables],
     jobs=[extract_day_job, refresh_tables_job],
+    sensors=[
+        export_jobs_sensor(extract_day_job),
+        intraday_sensor(extract_day_job),
+        automation_sensor,
+    ],
     resources={
         "gladly": GladlyResource(
             **gladly_host(),

@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import Optional
 
 import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
 from .client import GladlyClient, GladlyDataError, GladlyNotFound
 from .records import contact_row, conversation_row, merged_contact_row, message_row
@@ -39,7 +41,15 @@ class ExportNotAvailable(Exception):
 
 @dataclass
 class MessageStats:
+    source: str = "export"
     jobs: list = field(default_factory=list)
+    skipped_jobs: list = field(default_factory=list)
+    events: int = 0
+    conversations_touched: int = 0
+    capped_conversations: list = field(default_factory=list)
+    first_activity: dict = field(default_factory=dict)
+    deferred_conversations: int = 0
+    deferred_items: int = 0
     lines: int = 0
     written: int = 0
     duplicates: int = 0
@@ -127,23 +137,100 @@ def extract_messages(
     window: Window,
     store: TableStore,
     path: Path,
+    *,
+    jobs: Optional[list] = None,
+    admit: Optional[Callable[[dict], set]] = None,
 ) -> MessageStats:
-    """Writes every conversation item of `window` from the export jobs covering it."""
-    jobs = jobs_for_window(client.export_jobs(status="COMPLETED"), window)
+    """Writes every conversation item of `window` from the export jobs covering it.
+
+    `admit` receives {conversation_id: first activity in the window} and returns the
+    conversation ids to leave out (the volume budget); their items are not written.
+    """
+    if jobs is None:
+        jobs = client.export_jobs(status="COMPLETED")
+    skipped: list = []
+    while True:
+        covering = jobs_for_window([j for j in jobs if j["id"] not in skipped], window)
+        try:
+            stats = _extract_from_jobs(client, covering, window, store, path, admit)
+        except ExportFileGone as gone:
+            # Listed as COMPLETED but its files expired or were deleted: report it and
+            # try without it; if the other jobs do not cover the day, that says so.
+            log.warning("%s; extracting %s without it", gone, window.day)
+            skipped.append(gone.job_id)
+            continue
+        stats.skipped_jobs = skipped
+        return stats
+
+
+class ExportFileGone(Exception):
+    def __init__(self, job_id: str):
+        super().__init__(
+            f"Export job {job_id} is listed as COMPLETED but its {ITEMS_FILE} is gone "
+            "(expired or deleted)"
+        )
+        self.job_id = job_id
+
+
+def _extract_from_jobs(client, jobs, window, store, path, admit) -> MessageStats:
     stats = MessageStats(jobs=[job["id"] for job in jobs])
     seen: set = set()
-    with store.writer(path, RAW_MESSAGES) as writer:
-        batch: list = []
-        for job in jobs:
-            for row in _job_items(client, job, window, seen, stats):
-                batch.append(row)
-                if len(batch) >= BATCH_ROWS:
-                    writer.write_table(pa.Table.from_pylist(batch, schema=RAW_MESSAGES))
-                    stats.written += len(batch)
-                    batch = []
-        writer.write_table(pa.Table.from_pylist(batch, schema=RAW_MESSAGES))
-        stats.written += len(batch)
+    stage = store.staging(path)
+    try:
+        with store.writer(stage, RAW_MESSAGES) as writer:
+            sink = _RowSink(writer, stats)
+            for job in jobs:
+                for row in _job_items(client, job, window, seen, stats):
+                    sink.add(row)
+            sink.flush()
+        _publish(store, stage, path, stats, admit)
+    finally:
+        stage.unlink(missing_ok=True)
     return stats
+
+
+class _RowSink:
+    """Batches rows into a Parquet writer and notes each conversation's first activity."""
+
+    def __init__(self, writer, stats: MessageStats):
+        self.writer = writer
+        self.stats = stats
+        self.batch: list = []
+
+    def add(self, row: dict) -> None:
+        conversation_id = row["conversation_id"]
+        if conversation_id is not None:
+            first = self.stats.first_activity.get(conversation_id)
+            if first is None or row["timestamp"] < first:
+                self.stats.first_activity[conversation_id] = row["timestamp"]
+        self.batch.append(row)
+        if len(self.batch) >= BATCH_ROWS:
+            self.flush()
+
+    def flush(self) -> None:
+        self.writer.write_table(pa.Table.from_pylist(self.batch, schema=RAW_MESSAGES))
+        self.stats.written += len(self.batch)
+        self.batch = []
+
+
+def _publish(store: TableStore, stage: Path, path: Path, stats: MessageStats, admit) -> None:
+    """Moves the staged day into place, leaving out conversations the budget defers."""
+    deferred = admit(dict(stats.first_activity)) if admit else set()
+    if not deferred:
+        store.replace(stage, path)
+        return
+    stats.deferred_conversations = len(deferred)
+    kept = 0
+    leave_out = pa.array(sorted(deferred), pa.string())
+    with store.writer(path, RAW_MESSAGES) as writer:
+        for batch in pq.ParquetFile(stage).iter_batches(batch_size=BATCH_ROWS):
+            table = pa.Table.from_batches([batch], schema=RAW_MESSAGES)
+            mask = pc.invert(pc.fill_null(pc.is_in(table["conversation_id"], leave_out), False))
+            table = table.filter(mask)
+            kept += table.num_rows
+            writer.write_table(table)
+    stats.deferred_items = stats.written - kept
+    stats.written = kept
 
 
 def _job_items(client, job: dict, window: Window, seen: set, stats: MessageStats):
@@ -152,19 +239,26 @@ def _job_items(client, job: dict, window: Window, seen: set, stats: MessageStats
         log.warning("Export job %s lists no %s; nothing to read from it", job_id, ITEMS_FILE)
         return
     lines = malformed = 0
-    for position, raw in enumerate(client.export_file_lines(job_id, ITEMS_FILE), start=1):
-        if not raw.strip():
-            continue
-        lines += 1
-        item = _parse_item(raw)
-        if item is None:
-            malformed += 1
-            stats.malformed_positions.append(f"{job_id}:{position}")
-            log.warning("Skipping malformed line %d of %s in job %s", position, ITEMS_FILE, job_id)
-            continue
-        row = _row_in_window(item, raw, job_id, window, seen, stats)
-        if row is not None:
-            yield row
+    try:
+        stream = enumerate(client.export_file_lines(job_id, ITEMS_FILE), start=1)
+        for position, raw in stream:
+            if not raw.strip():
+                continue
+            lines += 1
+            item = _parse_item(raw)
+            if item is None:
+                malformed += 1
+                stats.malformed_positions.append(f"{job_id}:{position}")
+                log.warning("Skipping malformed line %d of %s in job %s",
+                            position, ITEMS_FILE, job_id)
+                continue
+            row = _row_in_window(item, raw, job_id, window, seen, stats)
+            if row is not None:
+                yield row
+    except GladlyNotFound:
+        if lines:
+            raise
+        raise ExportFileGone(job_id) from None
     stats.lines += lines
     stats.malformed += malformed
     _check_malformed(job_id, lines, malformed)
@@ -191,7 +285,8 @@ def _row_in_window(item, raw, job_id, window, seen, stats) -> Optional[dict]:
         stats.outside_window += 1
         return None
     seen.add(item["id"])
-    return message_row(item, raw.decode("utf-8"), job_id)
+    text = raw.decode("utf-8") if isinstance(raw, bytes) else raw
+    return message_row(item, text, job_id)
 
 
 def _check_malformed(job_id: str, lines: int, malformed: int) -> None:
@@ -200,6 +295,128 @@ def _check_malformed(job_id: str, lines: int, malformed: int) -> None:
             f"{ITEMS_FILE} of export job {job_id} has {malformed} malformed lines out of "
             f"{lines}: the file is not trustworthy, so nothing was written"
         )
+
+
+# Intraday path: the Events API says which conversations moved; REST gives their items.
+
+EVENT_ENTITIES = ("CONTACT", "CONVERSATION", "CUSTOMER_PROFILE", "CUSTOMER")
+EVENTS_REACH = timedelta(hours=24)
+# Asking for exactly 24 hours back races Gladly's clock; stay a little inside the limit.
+EVENTS_MARGIN = timedelta(minutes=2)
+# Content types Gladly's export files carry. The intraday path keeps to them so that the
+# export rebuild of the same day gives the same rows (TWITTER, VOICE_AI_MESSAGE are not
+# exported).
+EXPORTED_TYPES = frozenset({
+    "CHAT_MESSAGE", "CONVERSATION_STATUS_CHANGE", "CUSTOMER_ACTIVITY", "EMAIL",
+    "FACEBOOK_MESSAGE", "CONVERSATION_NOTE", "PHONE_CALL", "SMS", "TOPIC_CHANGE",
+    "VOICEMAIL", "INSTAGRAM_DIRECT", "WHATSAPP",
+})
+
+
+def events_reach(window: Window, now: datetime) -> Optional[Window]:
+    """The part of `window` the Events API can still answer for, or None."""
+    start = max(window.start, now - EVENTS_REACH + EVENTS_MARGIN)
+    end = min(window.end, now)
+    return Window(start, end) if start < end else None
+
+
+def extract_messages_from_events(
+    client: GladlyClient,
+    window: Window,
+    store: TableStore,
+    path: Path,
+    *,
+    now: datetime,
+    workers: int = 4,
+    admit: Optional[Callable[[dict], set]] = None,
+) -> MessageStats:
+    """Refreshes a day not yet exported: items of the conversations events say moved.
+
+    Rows already in the partition for conversations that did not move are kept, so a
+    day is assembled across refreshes even though events reach back only 24 hours.
+    """
+    reach = events_reach(window, now)
+    if reach is None:
+        raise ExportNotAvailable(
+            f"Day {window.day} is not exported yet and lies beyond the Events API's "
+            "24-hour reach; it will be extracted when its export job lands"
+        )
+    stats = MessageStats(source="events")
+    touched = _touched_conversations(client, reach, stats)
+    rows = []
+    for conversation_id, items in _fan_out(client.conversation_items, sorted(touched), workers):
+        if items is None:
+            continue
+        if items.limited:
+            stats.capped_conversations.append(conversation_id)
+        rows.extend(_event_path_rows(items, window, stats))
+    kept = _unchanged_rows(store, path, touched)
+    stage = store.staging(path)
+    try:
+        with store.writer(stage, RAW_MESSAGES) as writer:
+            sink = _RowSink(writer, stats)
+            for row in kept + rows:
+                sink.add(row)
+            sink.flush()
+        _publish(store, stage, path, stats, admit)
+    finally:
+        stage.unlink(missing_ok=True)
+    return stats
+
+
+def _touched_conversations(client: GladlyClient, reach: Window, stats: MessageStats) -> set:
+    touched = set()
+    lines = client.event_lines(
+        start_at=format_timestamp(reach.start),
+        end_at=format_timestamp(reach.end),
+        entities=EVENT_ENTITIES,
+    )
+    for position, raw in enumerate(lines, start=1):
+        if not raw.strip():
+            continue
+        try:
+            event = json.loads(raw)
+            content = event.get("content") or {}
+        except (ValueError, AttributeError):
+            stats.malformed += 1
+            stats.malformed_positions.append(f"events:{position}")
+            continue
+        stats.events += 1
+        for key in ("conversationId", "sourceConversationId", "destinationConversationId"):
+            if isinstance(content.get(key), str):
+                touched.add(content[key])
+    stats.conversations_touched = len(touched)
+    return touched
+
+
+def _event_path_rows(items: list, window: Window, stats: MessageStats) -> list:
+    rows = []
+    for item in items:
+        if not isinstance(item, dict) or not isinstance(item.get("id"), str):
+            stats.malformed += 1
+            continue
+        content = item.get("content") or {}
+        timestamp = parse_timestamp(item.get("timestamp"))
+        if content.get("type") not in EXPORTED_TYPES or timestamp is None:
+            continue
+        if not window.contains(timestamp):
+            continue
+        rows.append(message_row(item, _dumps_item(item), None))
+    return rows
+
+
+def _unchanged_rows(store: TableStore, path: Path, touched: set) -> list:
+    """Rows of the current partition whose conversation the events did not touch."""
+    if not path.exists():
+        return []
+    table = store.read(path, RAW_MESSAGES)
+    moved = pa.array(sorted(touched), pa.string())
+    keep = pc.invert(pc.fill_null(pc.is_in(table["conversation_id"], moved), False))
+    return table.filter(keep).to_pylist()
+
+
+def _dumps_item(item: dict) -> str:
+    return json.dumps(item, separators=(",", ":"), ensure_ascii=False)
 
 
 def fetch_conversations(

@@ -49,6 +49,17 @@ class GladlyResource(ConfigurableResource):
     billing_period_start_day: int = Field(
         default=1, ge=1, le=28, description="Day of the month on which a billing period starts."
     )
+    first_run_lookback_days: int = Field(
+        default=7,
+        ge=1,
+        le=14,
+        description="Days the export sensor requests on its first tick (Gladly keeps 14).",
+    )
+    intraday_refresh_minutes: int = Field(
+        default=60,
+        ge=5,
+        description="How often today (and yesterday until exported) is refreshed from events.",
+    )
 
     def get_client(self) -> GladlyClient:
         return GladlyClient(

@@ -66,6 +66,17 @@ class TableStore:
                 writer.close()
             temp.unlink(missing_ok=True)
 
+    def staging(self, path: Path) -> Path:
+        """A hidden path beside `path` for a file that is not ready to be read."""
+        return path.parent / f".{path.name}.{uuid.uuid4().hex}.staging"
+
+    def replace(self, source: Path, path: Path) -> None:
+        """Atomically puts a finished file (e.g. a staging file) in place of `path`."""
+        path.parent.mkdir(parents=True, exist_ok=True)
+        _fsync(source)
+        os.replace(source, path)
+        _fsync_dir(path.parent)
+
     def read(self, path: Path, schema: pa.Schema) -> pa.Table:
         return pq.read_table(path, schema=schema)
 

@@ -14,7 +14,9 @@ EXPORT_RETENTION = timedelta(days=14)
 # saying so; deeper history needs Gladly's Reports API (not built yet).
 FIRST_DAY = "2025-01-01"
 
-daily_partitions = DailyPartitionsDefinition(start_date=FIRST_DAY, timezone="UTC", end_offset=0)
+# end_offset=1 makes today a partition: it is refreshed from the Events API until its
+# export job lands.
+daily_partitions = DailyPartitionsDefinition(start_date=FIRST_DAY, timezone="UTC", end_offset=1)
 
 
 @dataclass(frozen=True)

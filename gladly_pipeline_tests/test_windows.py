@@ -36,8 +36,8 @@ def test_malformed_partition_key_is_refused_with_the_expected_format():
 def test_partitions_are_daily_in_utc():
     assert daily_partitions.timezone == "UTC"
     keys = daily_partitions.get_partition_keys(current_time=datetime(2026, 3, 9, 0, 5, tzinfo=UTC))
-    # At 00:05 the last partition is the day that just ended, not the one just begun.
-    assert keys[-1] == "2026-03-08"
+    # At 00:05 the day just begun is a partition too: the intraday path refreshes it.
+    assert keys[-2:] == ["2026-03-08", "2026-03-09"]
 
 
 def test_a_utc_day_takes_both_local_midnight_jobs_that_overlap_it():

@@ -4,6 +4,7 @@ from dagster import (
     AssetExecutionContext,
     AssetKey,
     AssetSpec,
+    AutomationCondition,
     MaterializeResult,
     MetadataValue,
     multi_asset,
@@ -30,6 +31,13 @@ from ..tables import (
 )
 
 GROUP = "gladly_analytics"
+# Rebuilt after raw partitions land, once no raw run is still going (a backfill of many
+# days leads to one rebuild at its end, not one per day).
+AFTER_RAW_UPDATES = (
+    AutomationCondition.any_deps_updated().since_last_handled()
+    & ~AutomationCondition.any_deps_in_progress()
+    & ~AutomationCondition.in_progress()
+).with_label("after new raw data")
 RAW = [AssetKey(["raw", name]) for name in
        ("messages", "conversations", "contacts", "agents", "inboxes", "topics")]
 
@@ -41,6 +49,7 @@ RAW = [AssetKey(["raw", name]) for name in
             ["analytics", "messages"],
             deps=RAW,
             kinds={"parquet"},
+            automation_condition=AFTER_RAW_UPDATES,
             description=(
                 "One row per conversation item across all extracted days: type, channel, "
                 "direction (inbound, outbound, internal), sender with name, content, "
@@ -52,6 +61,7 @@ RAW = [AssetKey(["raw", name]) for name in
             ["analytics", "conversations"],
             deps=RAW,
             kinds={"parquet"},
+            automation_condition=AFTER_RAW_UPDATES,
             description=(
                 "One row per conversation, latest known state: status, created, last "
                 "activity and closed times, contact, inbox, agent and topic names, who "
@@ -63,6 +73,7 @@ RAW = [AssetKey(["raw", name]) for name in
             ["analytics", "contacts"],
             deps=RAW,
             kinds={"parquet"},
+            automation_condition=AFTER_RAW_UPDATES,
             description=(
                 "One row per customer profile, latest version: name, primary email and "
                 "phone, custom attributes, whether it is active or was merged into another "

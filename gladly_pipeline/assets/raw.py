@@ -3,14 +3,23 @@
 from datetime import datetime
 
 import pyarrow.compute as pc
-from dagster import AssetExecutionContext, Failure, MaterializeResult, MetadataValue, asset
+from dagster import (
+    AssetExecutionContext,
+    Failure,
+    MaterializeResult,
+    MetadataValue,
+    asset,
+)
 
 from ..client import GladlyClient
 from ..extract import (
     ExportNotAvailable,
+    events_reach,
     extract_messages,
+    extract_messages_from_events,
     fetch_contacts,
     fetch_conversations,
+    jobs_for_window,
     window_metadata,
 )
 from ..resources import DataRoot, GladlyResource
@@ -19,6 +28,11 @@ from ..timeutil import UTC
 from ..windows import Window, daily_partitions, window_for_day
 
 GROUP = "gladly_raw"
+# Every step that calls Gladly takes a slot of this pool; dagster.yaml limits it to one,
+# so parallel runs and backfills never exceed the organisation's request rate together.
+GLADLY_POOL = "gladly_api"
+# No backfill policy: Dagster then launches one run per day, so a backfill of a range is
+# bounded to one partition per run and a failed day is retried alone.
 
 
 def partition_window(context: AssetExecutionContext) -> Window:
@@ -29,6 +43,7 @@ def partition_window(context: AssetExecutionContext) -> Window:
     key_prefix=["raw"],
     group_name=GROUP,
     partitions_def=daily_partitions,
+    pool=GLADLY_POOL,
     kinds={"parquet"},
     description=(
         "Every conversation item (message, call, note, status or topic change, customer "
@@ -44,37 +59,70 @@ def messages(
     store = data_root.store()
     path = store.raw_partition("messages", window.day)
     client = gladly.get_client()
-    context.log.info("Extracting conversation items for %s from export jobs", window.describe())
     try:
-        stats = extract_messages(client, window, store, path)
+        stats = _extract_day(context, client, gladly, window, store, path)
     except ExportNotAvailable as exc:
         raise Failure(str(exc), metadata=window_metadata(window)) from None
     finally:
         client.close()
     context.log.info(
-        "Wrote %d items from %d export jobs (%d duplicates, %d outside the day, %d malformed)",
-        stats.written, len(stats.jobs), stats.duplicates, stats.outside_window, stats.malformed,
+        "Wrote %d items from %s (%d duplicates, %d outside the day, %d malformed, "
+        "%d conversations deferred by the budget)",
+        stats.written, _source(stats), stats.duplicates, stats.outside_window,
+        stats.malformed, stats.deferred_conversations,
     )
     return MaterializeResult(
         metadata={
             "dagster/row_count": stats.written,
             **window_metadata(window),
+            "source": stats.source,
             "export_jobs": MetadataValue.json(stats.jobs),
+            "export_jobs_skipped": MetadataValue.json(stats.skipped_jobs),
             "export_lines_read": stats.lines,
+            "events_read": stats.events,
             "duplicate_items": stats.duplicates,
             "items_outside_window": stats.outside_window,
             "malformed_lines": stats.malformed,
             "malformed_line_positions": MetadataValue.json(stats.malformed_positions[:100]),
+            "capped_conversations": len(stats.capped_conversations),
+            "deferred_conversations": stats.deferred_conversations,
             **_request_metadata(client),
             "path": MetadataValue.path(str(path)),
         }
     )
 
 
+def _extract_day(context, client, gladly, window, store, path):
+    """Export jobs when they cover the day; else the Events API while it reaches."""
+    jobs = client.export_jobs(status="COMPLETED")
+    try:
+        jobs_for_window(jobs, window)
+    except ExportNotAvailable as not_exported:
+        now = client.server_time()
+        if events_reach(window, now) is None:
+            raise
+        context.log.info(
+            "%s is not exported yet (%s); refreshing it from the Events API",
+            window.day, not_exported,
+        )
+        return extract_messages_from_events(
+            client, window, store, path, now=now, workers=gladly.max_parallel_requests
+        )
+    context.log.info("Extracting conversation items for %s from export jobs", window.describe())
+    return extract_messages(client, window, store, path, jobs=jobs)
+
+
+def _source(stats) -> str:
+    if stats.source == "events":
+        return f"{stats.events} events ({stats.conversations_touched} conversations)"
+    return f"{len(stats.jobs)} export jobs"
+
+
 @asset(
     key_prefix=["raw"],
     group_name=GROUP,
     partitions_def=daily_partitions,
+    pool=GLADLY_POOL,
     deps=[messages],
     kinds={"parquet"},
     description=(
@@ -121,6 +169,7 @@ def conversations(
     key_prefix=["raw"],
     group_name=GROUP,
     partitions_def=daily_partitions,
+    pool=GLADLY_POOL,
     deps=[messages, conversations],
     kinds={"parquet"},
     description=(

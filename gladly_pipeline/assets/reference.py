@@ -3,14 +3,24 @@
 from datetime import datetime
 
 import pyarrow as pa
-from dagster import AssetExecutionContext, AssetsDefinition, MaterializeResult, MetadataValue, asset
+from dagster import (
+    AssetExecutionContext,
+    AssetsDefinition,
+    AutomationCondition,
+    MaterializeResult,
+    MetadataValue,
+    asset,
+)
 
 from ..records import reference_row
 from ..resources import DataRoot, GladlyResource
 from ..schemas import RAW_REFERENCE
 from ..timeutil import UTC
+from .raw import GLADLY_POOL
 
 GROUP = "gladly_raw"
+# Fetched when missing, then once a day: names change rarely and cost one request each.
+REFRESH_DAILY = AutomationCondition.on_missing() | AutomationCondition.on_cron("0 5 * * *")
 
 _DESCRIPTIONS = {
     "agents": "Gladly agents (id, name, email), to name who handled a conversation.",
@@ -25,6 +35,8 @@ def reference_asset(name: str) -> AssetsDefinition:
         key_prefix=["raw"],
         group_name=GROUP,
         kinds={"parquet"},
+        pool=GLADLY_POOL,
+        automation_condition=REFRESH_DAILY,
         description=_DESCRIPTIONS[name],
     )
     def _reference(

@@ -1,11 +1,14 @@
 """The Gladly REST client: one retrying, paced session and typed calls per endpoint."""
 
+import contextlib
 import logging
 import random
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from email.utils import parsedate_to_datetime
 from typing import Any, Optional
 from urllib.parse import quote, urlsplit
 
@@ -114,6 +117,7 @@ class GladlyClient:
         self.host = urlsplit(self.base_url).netloc
         self.username = username
         self.stats = RequestStats()
+        self._server_date: Optional[datetime] = None
         self._timeout = (connect_timeout, read_timeout)
         self._retry = retry
         self._sleep = sleep
@@ -196,16 +200,42 @@ class GladlyClient:
         return self._get_json(f"/api/v1/export/jobs/{_seg(job_id)}")
 
     def export_file_lines(self, job_id: str, filename: str) -> Iterator[bytes]:
-        """Streams an export file line by line; never holds the whole file.
+        """Streams an export file line by line; never holds the whole file."""
+        path = f"/api/v1/export/jobs/{_seg(job_id)}/files/{_seg(filename)}"
+        return self._stream_lines(path)
 
-        A connection lost mid-file is retried by downloading again and skipping the
+    # Events API
+
+    def event_lines(
+        self, *, start_at: str, entities: Sequence[str], end_at: Optional[str] = None
+    ) -> Iterator[bytes]:
+        """Streams raw JSONL event lines of [start_at, end_at), at most 24 hours back."""
+        params = [("startAt", start_at)]
+        if end_at is not None:
+            params.append(("endAt", end_at))
+        params.extend(("entities", entity) for entity in entities)
+        return self._stream_lines("/api/v1/events", params=params)
+
+    def server_time(self) -> datetime:
+        """Gladly's clock, from the Date header of its last answer (asks if none yet).
+
+        Windows that Gladly checks against its own clock (events: the last 24 hours) are
+        computed from this rather than from the local clock, which may drift.
+        """
+        if self._server_date is None:
+            self.organization()
+        return self._server_date
+
+    def _stream_lines(self, path: str, params=None) -> Iterator[bytes]:
+        """Yields a streamed body line by line.
+
+        A connection lost mid-body is retried by downloading again and skipping the
         lines already handed out, within the same retry budget as any request.
         """
-        path = f"/api/v1/export/jobs/{_seg(job_id)}/files/{_seg(filename)}"
         delivered = 0
         failures = 0
         while True:
-            response = self._send(path, stream=True)
+            response = self._send(path, params=params, stream=True)
             seen = 0
             try:
                 for line in response.iter_lines(chunk_size=STREAM_CHUNK_BYTES):
@@ -270,6 +300,7 @@ class GladlyClient:
                 self.stats.add(network_errors=1)
                 reason = type(exc).__name__
             else:
+                self._note_server_time(response)
                 self._ease_off(response)
                 if response.status_code in expect:
                     return response
@@ -293,6 +324,14 @@ class GladlyClient:
             f"GET {path} at {self.host} still failing after {attempt + 1} attempts "
             f"and {waited:.0f}s of backoff (last: {reason})"
         )
+
+    def _note_server_time(self, response: requests.Response) -> None:
+        stamp = response.headers.get("Date")
+        if not stamp:
+            return
+        # A malformed Date header leaves the last good reading in place.
+        with contextlib.suppress(TypeError, ValueError):
+            self._server_date = parsedate_to_datetime(stamp).astimezone(timezone.utc)
 
     def _count_transient(self, status: int) -> None:
         if status == 429:

@@ -1,0 +1,1 @@
+"""Sensors: new export jobs and the intraday refresh turn into extraction runs."""
