@@ -14,9 +14,9 @@ export DAGSTER_HOME := $(CURDIR)/.dagster_home
 EMULATOR_ENV := GLADLY_BASE_URL=http://127.0.0.1:$(EMULATOR_PORT) \
 	GLADLY_USERNAME=agent@example.com GLADLY_API_TOKEN=emulator-token
 
-.PHONY: install demo test dev emulator lint clean
+.PHONY: install home demo test dev emulator lint clean
 
-install: $(STAMP) $(DAGSTER_HOME)/dagster.yaml
+install: $(STAMP) home
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -25,9 +25,11 @@ $(STAMP): pyproject.toml
 	$(PY) -c "import dagster, dagster_postgres, dagster_webserver"
 	touch $(STAMP)
 
-$(DAGSTER_HOME)/dagster.yaml: dagster.yaml
+# The instance: SQLite under DAGSTER_HOME by default, PostgreSQL when DAGSTER_PG_URL is set.
+home:
 	mkdir -p $(DAGSTER_HOME)
-	ln -sf ../dagster.yaml $(DAGSTER_HOME)/dagster.yaml
+	if [ -n "$$DAGSTER_PG_URL" ]; then config=dagster-postgres.yaml; else config=dagster.yaml; fi; \
+	ln -sfn ../$$config $(DAGSTER_HOME)/dagster.yaml
 
 demo: install
 	$(PY) -m gladly_pipeline.demo

@@ -150,7 +150,16 @@ def extract_messages(
         jobs = client.export_jobs(status="COMPLETED")
     skipped: list = []
     while True:
-        covering = jobs_for_window([j for j in jobs if j["id"] not in skipped], window)
+        try:
+            covering = jobs_for_window([j for j in jobs if j["id"] not in skipped], window)
+        except ExportNotAvailable as gap:
+            if not skipped:
+                raise
+            gone = ", ".join(skipped)
+            raise ExportNotAvailable(
+                f"{gap} Export jobs {gone} were skipped: listed as COMPLETED, but their "
+                "files are gone (expired or deleted)."
+            ) from None
         try:
             stats = _extract_from_jobs(client, covering, window, store, path, admit)
         except ExportFileGone as gone:

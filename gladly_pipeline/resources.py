@@ -1,11 +1,13 @@
 """Dagster resources: the Gladly account (client, rate, budget) and the data root."""
 
 import os
+from datetime import datetime
 from typing import Optional
 
 from dagster import ConfigurableResource
 from pydantic import Field
 
+from .budget import BillingPeriod, BudgetLedger, billing_period
 from .client import GladlyClient, RetryPolicy, resolve_base_url
 from .storage import TableStore
 
@@ -49,6 +51,13 @@ class GladlyResource(ConfigurableResource):
     billing_period_start_day: int = Field(
         default=1, ge=1, le=28, description="Day of the month on which a billing period starts."
     )
+    budget_ledger_url: Optional[str] = Field(
+        default=None,
+        description=(
+            "SQLAlchemy URL of the budget ledger. Unset: the Dagster instance's PostgreSQL "
+            "database when DAGSTER_PG_URL is set, else SQLite under the data root."
+        ),
+    )
     first_run_lookback_days: int = Field(
         default=7,
         ge=1,
@@ -70,6 +79,35 @@ class GladlyResource(ConfigurableResource):
             read_timeout=self.request_timeout_seconds,
             retry=RetryPolicy(),
             pool_size=self.max_parallel_requests,
+        )
+
+
+    def open_ledger(self, store: TableStore) -> BudgetLedger:
+        # Resolved at run time: the run's environment says where the instance lives.
+        url = self.budget_ledger_url or os.environ.get("DAGSTER_PG_URL")
+        ledger = (
+            BudgetLedger.from_url(url) if url
+            else BudgetLedger.for_sqlite_file(store.root / "_state" / "budget.sqlite3")
+        )
+        ledger.ensure_schema()
+        return ledger
+
+    def period(self, now: datetime) -> BillingPeriod:
+        return billing_period(now, self.billing_period_start_day)
+
+    def budget_block_reason(self, ledger: BudgetLedger, now: datetime) -> Optional[str]:
+        """Why no new conversation may be ingested now, or None when some may."""
+        limit = self.conversations_per_period
+        if limit is None:
+            return None
+        period = self.period(now)
+        used = ledger.usage(period)
+        if used < limit:
+            return None
+        return (
+            f"Volume budget spent: {used} of {limit} conversations ingested in billing "
+            f"period {period.label} ({period.start:%Y-%m-%d} to {period.end:%Y-%m-%d}); "
+            f"ingestion resumes on {period.end:%Y-%m-%d}"
         )
 
 

@@ -110,16 +110,34 @@ def test_all_null_column_keeps_its_declared_type(extracted):
     assert table.schema.field("recording_duration_seconds").type == "int64"
 
 
-def test_day_without_export_job_fails_with_a_clear_message(emulator, tmp_path):
-    # The emulator's clock is 2026-03-09 12:00: the 9th has no export job yet.
-    result = materialize(
-        [messages], partition_key="2026-03-09",
-        resources=make_resources(emulator, tmp_path), raise_on_error=False,
-    )
+def test_expired_export_file_is_reported_and_the_day_fails_clearly(tmp_path):
+    # The three newest jobs are listed as COMPLETED but their files are gone; 03-06 is
+    # beyond the Events API's 24 hours, so nothing can stand in for its export.
+    with start_emulator(small_config(missing_file_jobs=3)) as emu:
+        result = materialize(
+            [messages], partition_key="2026-03-06",
+            resources=make_resources(emu, tmp_path), raise_on_error=False,
+        )
+        gone = [j["id"] for j in emu.data.jobs if j["id"] in emu.data.files_gone]
     assert not result.success
     failure = result.get_step_failure_events()[0].step_failure_data.error.message
-    assert "no completed export job" in failure
-    assert not TableStore(tmp_path).raw_partition("messages", "2026-03-09").exists()
+    assert "files are gone" in failure
+    assert any(job_id in failure for job_id in gone)
+    assert not TableStore(tmp_path).raw_partition("messages", "2026-03-06").exists()
+
+
+def test_today_is_extracted_from_events_before_its_export_exists(emulator, tmp_path):
+    result = extract(emulator, tmp_path, "2026-03-09")
+    meta = {e.asset_key.to_user_string(): e.materialization.metadata
+            for e in result.get_asset_materialization_events()}["raw/messages"]
+    assert meta["source"].value == "events"
+    table = pq.read_table(TableStore(tmp_path).raw_partition("messages", "2026-03-09"))
+    expected = {
+        i["id"] for i in emulator.data.items
+        if i["timestamp"].startswith("2026-03-09") and i.get("conversationId")
+        and i["content"]["type"] not in ("TWITTER", "VOICE_AI_MESSAGE")
+    }
+    assert expected and set(table.column("id").to_pylist()) == expected
 
 
 def test_raw_days_read_back_as_one_dataset_with_one_schema(extracted):

@@ -567,3 +567,383 @@ def test_cli_serves_and_never_prints_the_token():
     assert response.status_code == 200 and response.json()["name"]
     assert "cli-secret" not in banner and "agent@example.com" in banner
     assert process.returncode == 0
+
+
+# ---------------------------------------------------------------- events API
+
+
+def iso(moment: datetime) -> str:
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+
+
+def event_lines(response: requests.Response) -> list[dict]:
+    return [json.loads(line) for line in response.text.splitlines()]
+
+
+def same_ms(first: str, second: str) -> bool:
+    """Two timestamps name the same millisecond (items may print more or fewer digits)."""
+    return abs(ms(first) - ms(second)) < timedelta(milliseconds=1)
+
+
+EVENT_START = NOW - timedelta(hours=23)
+ENTITIES = "&".join(f"entities={name}" for name in ("CONTACT", "CONVERSATION"))
+# Message item types and the channel their CONTACT/MESSAGE_* events carry (reference §12.8).
+MESSAGE_CHANNELS = {
+    "CHAT_MESSAGE": "CHAT",
+    "EMAIL": "EMAIL",
+    "SMS": "SMS",
+    "FACEBOOK_MESSAGE": "FB_MESSENGER",
+    "INSTAGRAM_DIRECT": "INSTAGRAM_DIRECT",
+    "WHATSAPP": "WHATSAPP",
+    "VOICEMAIL": "VOICEMAIL",
+}
+
+
+def test_events_refuse_missing_old_or_reversed_windows_and_bad_entities(api):
+    start = iso(EVENT_START)
+    cases = {
+        "/api/v1/events?entities=CONTACT": ("startAt", "blank"),
+        f"/api/v1/events?startAt={iso(NOW - timedelta(hours=25))}&entities=CONTACT": (
+            "startAt",
+            "invalid",
+        ),
+        f"/api/v1/events?startAt={start}": ("entities", "blank"),
+        f"/api/v1/events?startAt={start}&entities=CONTACT&entities=ORDER": ("entities", "invalid"),
+        f"/api/v1/events?startAt={start}&entities=CONTACT,CONVERSATION": ("entities", "invalid"),
+        f"/api/v1/events?startAt={start}&endAt={iso(NOW - timedelta(hours=23, minutes=1))}"
+        "&entities=CONTACT": ("endAt", "invalid"),
+        f"/api/v1/events?startAt={start}&endAt={iso(NOW + timedelta(hours=1))}&entities=CONTACT": (
+            "endAt",
+            "invalid",
+        ),
+        "/api/v1/events?startAt=yesterday&entities=CONTACT": ("startAt", "invalid"),
+    }
+
+    for path, (attr, code) in cases.items():
+        response = api(path)
+        assert response.status_code == 400, path
+        assert response.json()["errors"][0]["attr"] == attr, path
+        assert response.json()["errors"][0]["code"] == code, path
+
+
+def test_events_stream_as_json_lines_ascending_within_the_window(api):
+    response = api(f"/api/v1/events?startAt={iso(EVENT_START)}&{ENTITIES}")
+    events = event_lines(response)
+    stamps = [ms(event["timestamp"]) for event in events]
+
+    assert response.status_code == 200
+    assert response.headers["Content-Type"] == "application/x-jsonlines"
+    assert response.headers["Transfer-Encoding"] == "chunked"
+    assert len(events) > 100 and stamps == sorted(stamps)
+    assert stamps[0] >= EVENT_START and stamps[-1] <= NOW
+    assert all(
+        set(event) == {"id", "type", "timestamp", "initiator", "content"} for event in events
+    )
+    assert all(fraction_digits(event["timestamp"]) == 3 for event in events)
+    assert all(re.fullmatch(r"[A-Za-z0-9_-]{22}", event["id"]) for event in events)
+    assert {event["type"].split("/")[0] for event in events} == {
+        "CONTACT",
+        "CONVERSATION",
+        "CONVERSATION_ASSIGNEE",
+    }
+
+
+def test_every_message_in_the_window_has_exactly_one_contact_event(api, emu):
+    events = event_lines(api(f"/api/v1/events?startAt={iso(EVENT_START)}&entities=CONTACT"))
+    named = Counter(e["content"]["messageId"] for e in events if "messageId" in e["content"])
+    by_message = {e["content"]["messageId"]: e for e in events if "messageId" in e["content"]}
+    messages = [
+        item
+        for item in emu.data.items
+        if item["content"]["type"] in MESSAGE_CHANNELS and ms(item["timestamp"]) >= EVENT_START
+    ]
+
+    assert len(messages) > 50
+    assert set(named) == {item["id"] for item in messages} and set(named.values()) == {1}
+    for item in messages:
+        event = by_message[item["id"]]
+        inbound = item["initiator"]["type"] in ("CUSTOMER", "INTERNAL", "EXTERNAL")
+        assert event["type"] == ("CONTACT/MESSAGE_RECEIVED" if inbound else "CONTACT/MESSAGE_SENT")
+        assert same_ms(event["timestamp"], item["timestamp"])
+        assert event["initiator"] == item["initiator"]
+        assert event["content"]["channel"] == MESSAGE_CHANNELS[item["content"]["type"]]
+        assert event["content"]["conversationId"] == item["conversationId"]
+        assert event["content"]["customerId"] == item["customerId"]
+        assert re.fullmatch(r"[A-Za-z0-9_-]{22}", event["content"]["contactId"])
+
+
+def test_calls_start_and_end_contacts_that_name_no_item(api, emu):
+    events = event_lines(api(f"/api/v1/events?startAt={iso(EVENT_START)}&entities=CONTACT"))
+    calls = [e for e in events if e["content"]["channel"] == "PHONE_CALL"]
+    started = [e for e in calls if e["type"] == "CONTACT/STARTED"]
+    ended = {e["content"]["contactId"]: e for e in calls if e["type"] == "CONTACT/ENDED"}
+    call_items = [
+        item
+        for item in emu.data.items
+        if item["content"]["type"] == "PHONE_CALL" and ms(item["timestamp"]) >= EVENT_START
+    ]
+
+    assert started and len(started) == len(call_items)
+    assert all("messageId" not in e["content"] for e in calls)
+    for event in started:
+        end = ended[event["content"]["contactId"]]
+        assert ms(end["timestamp"]) > ms(event["timestamp"])
+        assert end["content"]["conversationId"] == event["content"]["conversationId"]
+
+
+def test_notes_topics_and_closes_become_conversation_events(api, emu):
+    events = event_lines(api(f"/api/v1/events?startAt={iso(EVENT_START)}&entities=CONVERSATION"))
+    notes = {e["content"]["noteId"]: e for e in events if e["type"] == "CONVERSATION/NOTE_CREATED"}
+    window = [item for item in emu.data.items if ms(item["timestamp"]) >= EVENT_START]
+    note_items = [item for item in window if item["content"]["type"] == "CONVERSATION_NOTE"]
+    closes = [
+        item
+        for item in window
+        if item["content"] == {"type": "CONVERSATION_STATUS_CHANGE", "status": "CLOSED"}
+    ]
+    added = sum(len(i["content"].get("addedTopicIds", [])) for i in window)
+
+    assert note_items and set(notes) == {item["id"] for item in note_items}
+    for item in note_items:
+        content = notes[item["id"]]["content"]
+        assert (content["conversationId"], content["customerId"]) == (
+            item["conversationId"],
+            item["customerId"],
+        )
+    assert len([e for e in events if e["type"] == "CONVERSATION/CLOSED"]) == len(closes)
+    assert len([e for e in events if e["type"] == "CONVERSATION/TOPIC_ADDED"]) == added
+    for event in events:
+        if event["type"] != "CONVERSATION/NOTE_CREATED":
+            assert event["content"]["context"]["assignee"]["inboxId"]
+        if event["type"] == "CONVERSATION/CREATED":
+            conversation = emu.data.conversations[event["content"]["conversationId"]]
+            assert event["timestamp"] == conversation["createdAt"]
+
+
+def test_repeated_entities_return_the_union_in_order(api):
+    start = iso(EVENT_START)
+    contact = event_lines(api(f"/api/v1/events?startAt={start}&entities=CONTACT"))
+    conversation = event_lines(api(f"/api/v1/events?startAt={start}&entities=CONVERSATION"))
+    both = event_lines(api(f"/api/v1/events?startAt={start}&{ENTITIES}"))
+
+    assert contact and conversation
+    assert sorted(e["id"] for e in both) == sorted(e["id"] for e in contact + conversation)
+    assert [ms(e["timestamp"]) for e in both] == sorted(ms(e["timestamp"]) for e in both)
+
+
+def test_events_accept_an_escaped_offset_and_reject_an_unescaped_plus(api):
+    local = (EVENT_START + timedelta(hours=2)).strftime("%Y-%m-%dT%H:%M:%S.000")
+    escaped = api(f"/api/v1/events?startAt={local}%2B02:00&{ENTITIES}")
+    in_utc = api(f"/api/v1/events?startAt={iso(EVENT_START)}&{ENTITIES}")
+    unescaped = api(f"/api/v1/events?startAt={local}+02:00&{ENTITIES}")
+
+    assert escaped.status_code == 200 and event_lines(escaped) == event_lines(in_utc)
+    assert unescaped.status_code == 400 and unescaped.json()["errors"][0]["attr"] == "startAt"
+
+
+def test_window_is_half_open_so_adjacent_windows_share_no_event(api):
+    middle = NOW - timedelta(hours=6)
+    first = event_lines(
+        api(f"/api/v1/events?startAt={iso(EVENT_START)}&endAt={iso(middle)}&{ENTITIES}")
+    )
+    second = event_lines(api(f"/api/v1/events?startAt={iso(middle)}&{ENTITIES}"))
+    whole = event_lines(api(f"/api/v1/events?startAt={iso(EVENT_START)}&{ENTITIES}"))
+
+    assert first and second
+    assert ms(first[-1]["timestamp"]) < middle <= ms(second[0]["timestamp"])
+    assert first + second == whole
+
+
+def test_unmodelled_entities_answer_empty_streams(api):
+    response = api(f"/api/v1/events?startAt={iso(EVENT_START)}&entities=TASK&entities=AGENT_STATUS")
+
+    assert response.status_code == 200 and response.text == ""
+
+
+def test_nothing_is_evented_after_now_and_profiles_and_merges_have_events(default_data):
+    data, _ = default_data
+    by_type: dict[str, list[dict]] = {}
+    for event in data.events:
+        by_type.setdefault(event["type"], []).append(event)
+    created = {
+        e["content"]["customerId"]: e["timestamp"] for e in by_type["CUSTOMER_PROFILE/CREATED"]
+    }
+    merges = {
+        e["content"]["sourceCustomerId"]: e["content"]["destinationCustomerId"]
+        for e in by_type["CUSTOMER/MERGED"]
+    }
+
+    assert max(ms(event["timestamp"]) for event in data.events) <= NOW
+    assert merges == data.merged
+    for customer_id, profile in data.customers.items():
+        assert same_ms(created[customer_id], profile["createdAt"])
+    assert len(by_type["CONVERSATION/CREATED"]) == len(data.conversations)
+    assert by_type["CONVERSATION/REOPENED"]
+    assert {e["content"]["reason"] for e in by_type["CONVERSATION_ASSIGNEE/UPDATED"]} == {
+        "MESSAGE_OUTBOUND",
+        "AUTOMATED_ASSIGNMENT",
+    }
+
+
+def test_twitter_and_voice_ai_items_have_no_events(default_data):
+    data, _ = default_data
+    silent = {
+        item["id"]
+        for item in data.items
+        if item["content"]["type"] in ("TWITTER", "VOICE_AI_MESSAGE", "CUSTOMER_ACTIVITY")
+    }
+    named = {
+        event["content"].get("messageId") or event["content"].get("noteId") for event in data.events
+    }
+
+    assert silent and silent.isdisjoint(named)
+
+
+def test_activities_in_a_conversation_fall_on_a_day_it_has_events(default_data):
+    data, _ = default_data
+    evented_days = {
+        (event["content"]["conversationId"], event["timestamp"][:10])
+        for event in data.events
+        if "conversationId" in event["content"]
+    }
+    activities = [
+        item
+        for item in data.items
+        if item["content"]["type"] == "CUSTOMER_ACTIVITY" and "conversationId" in item
+    ]
+
+    assert len(activities) >= 10
+    for item in activities:
+        day = ms(item["timestamp"]).date().isoformat()
+        assert (item["conversationId"], day) in evented_days
+
+
+# ---------------------------------------------------------------- missing export files
+
+
+def test_job_whose_file_is_gone_is_listed_completed_but_its_files_404():
+    with start_emulator(small_config(conversations_per_day=2, missing_file_jobs=1)) as running:
+        session = requests.Session()
+        session.auth = AUTH
+        jobs = session.get(running.base_url + "/api/v1/export/jobs?status=COMPLETED", timeout=10)
+        newest, older = jobs.json()[0], jobs.json()[1]
+        base = running.base_url + "/api/v1/export/jobs/{}/files/conversation_items.jsonl"
+        gone = session.get(base.format(newest["id"]), timeout=10)
+        still_there = session.get(base.format(older["id"]), timeout=10)
+
+    assert newest["status"] == "COMPLETED" and "conversation_items.jsonl" in newest["files"]
+    assert gone.status_code == 404
+    assert gone.json()["errors"][0]["code"] == "not_exist" and gone.json()["errors"][0]["detail"]
+    assert still_there.status_code == 200
+
+
+def test_expire_files_makes_one_jobs_files_404_from_then_on():
+    with start_emulator(small_config(conversations_per_day=2)) as running:
+        job = next(j for j in running.data.visible_jobs() if j["status"] == "COMPLETED")
+        url = f"{running.base_url}/api/v1/export/jobs/{job['id']}/files/agents.jsonl"
+        before = requests.get(url, auth=AUTH, timeout=10)
+        running.expire_files(job["id"])
+        after = requests.get(url, auth=AUTH, timeout=10)
+        job_url = f"{running.base_url}/api/v1/export/jobs/{job['id']}"
+        listed = requests.get(job_url, auth=AUTH, timeout=10)
+
+        with pytest.raises(KeyError):
+            running.expire_files("no-such-job")
+
+    assert before.status_code == 200 and after.status_code == 404
+    assert listed.json()["files"] == job["files"]
+
+
+# ---------------------------------------------------------------- moving the clock
+
+JUST_AFTER_MIDNIGHT = datetime(2026, 3, 9, 0, 5, tzinfo=UTC)
+BEFORE_NEXT_MIDNIGHT = datetime(2026, 3, 9, 23, 55, tzinfo=UTC)
+
+
+def test_future_days_stay_hidden_until_the_clock_reaches_them():
+    data = generate(small_config(now=JUST_AFTER_MIDNIGHT, future_days=1))
+    later = data.at(BEFORE_NEXT_MIDNIGHT)
+
+    assert data.horizon == JUST_AFTER_MIDNIGHT + timedelta(days=1)
+    assert max(ms(item["timestamp"]) for item in data.items) <= JUST_AFTER_MIDNIGHT
+    assert max(ms(event["timestamp"]) for event in data.events) <= JUST_AFTER_MIDNIGHT
+    assert max(ms(job["updatedAt"]) for job in data.jobs) <= JUST_AFTER_MIDNIGHT
+    assert all(ms(c["createdAt"]) <= JUST_AFTER_MIDNIGHT for c in data.customers.values())
+    assert all(ms(c["createdAt"]) <= JUST_AFTER_MIDNIGHT for c in data.conversations.values())
+    assert len(later.items) > len(data.items) and len(later.events) > len(data.events)
+    assert set(data.items_by_id) < set(later.items_by_id)
+    with pytest.raises(ValueError):
+        data.at(JUST_AFTER_MIDNIGHT + timedelta(days=1, minutes=1))
+
+
+def client_of(running):
+    """GET a path of a running emulator with the right credentials."""
+    session = requests.Session()
+    session.auth = AUTH
+    return lambda path: session.get(running.base_url + path, timeout=10)
+
+
+def test_set_now_reveals_the_days_job_items_and_events():
+    config = small_config(now=JUST_AFTER_MIDNIGHT, future_days=1, conversations_per_day=12)
+    with start_emulator(config) as running:
+        get = client_of(running)
+        events_path = f"/api/v1/events?startAt={iso(JUST_AFTER_MIDNIGHT)}&entities=CONTACT"
+        later = running.data.at(BEFORE_NEXT_MIDNIGHT)
+        item = next(i for i in later.items if ms(i["timestamp"]) > JUST_AFTER_MIDNIGHT)
+        item_path = f"/api/v1/conversation-items/{item['id']}"
+        jobs_before = get("/api/v1/export/jobs?status=COMPLETED").json()
+        events_before = event_lines(get(events_path))
+        item_before = get(item_path).status_code
+
+        running.set_now(BEFORE_NEXT_MIDNIGHT)
+        jobs_after = get("/api/v1/export/jobs?status=COMPLETED").json()
+        events_after = event_lines(get(events_path))
+        item_after = get(item_path).status_code
+        listed = get(f"/api/v1/conversations/{item['conversationId']}/items").json()
+        clock = running.clock()
+
+    new_jobs = [job for job in jobs_after if job["id"] not in {j["id"] for j in jobs_before}]
+    assert [job["parameters"]["startAt"] for job in new_jobs] == ["2026-03-08T00:00:00.000Z"]
+    assert events_before == [] and len(events_after) > 20
+    assert all(ms(e["timestamp"]) <= BEFORE_NEXT_MIDNIGHT for e in events_after)
+    assert (item_before, item_after) == (404, 200) and item in listed
+    assert BEFORE_NEXT_MIDNIGHT <= clock < BEFORE_NEXT_MIDNIGHT + timedelta(minutes=1)
+
+
+def test_clock_never_moves_backward_nor_past_the_generated_days():
+    with start_emulator(small_config(days=1, conversations_per_day=2, future_days=1)) as running:
+        with pytest.raises(ValueError):
+            running.set_now(NOW - timedelta(minutes=1))
+        with pytest.raises(ValueError):
+            running.set_now(NOW + timedelta(days=2))
+        with pytest.raises(ValueError):
+            running.set_now(datetime(2026, 3, 9, 13, 0))  # naive
+        running.set_now(NOW + timedelta(hours=1))
+
+        assert running.data.now == NOW + timedelta(hours=1)
+
+
+def test_merge_takes_effect_when_the_clock_reaches_it():
+    config = small_config(now=JUST_AFTER_MIDNIGHT, future_days=1, merged_customer_share=0.2)
+    data = generate(config)
+    merge = next(
+        event
+        for event in data.at(data.horizon).events
+        if event["type"] == "CUSTOMER/MERGED" and ms(event["timestamp"]) > JUST_AFTER_MIDNIGHT
+    )
+    old = merge["content"]["sourceCustomerId"]
+    after = data.at(ms(merge["timestamp"]))
+
+    assert old in data.customers and old not in data.merged
+    assert old not in after.customers
+    assert after.merged[old] == merge["content"]["destinationCustomerId"]
+
+
+def test_future_days_zero_is_the_default_and_both_stay_deterministic():
+    default = json.dumps(generate(small_config()).api_json(), sort_keys=True)
+    explicit = json.dumps(generate(small_config(future_days=0)).api_json(), sort_keys=True)
+    future = json.dumps(generate(small_config(future_days=1)).api_json(), sort_keys=True)
+    future_again = json.dumps(generate(small_config(future_days=1)).api_json(), sort_keys=True)
+
+    assert default == explicit
+    assert future == future_again

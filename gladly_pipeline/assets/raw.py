@@ -59,12 +59,23 @@ def messages(
     store = data_root.store()
     path = store.raw_partition("messages", window.day)
     client = gladly.get_client()
+    ledger = gladly.open_ledger(store)
+    budget = DayBudget(ledger, gladly, now=client.server_time(),
+                       run_id=f"{context.run.run_id}:{window.day}")
     try:
-        stats = _extract_day(context, client, gladly, window, store, path)
+        stats = _extract_day(context, client, gladly, window, store, path, budget.admit)
     except ExportNotAvailable as exc:
+        budget.release()
         raise Failure(str(exc), metadata=window_metadata(window)) from None
+    except BaseException:
+        budget.release()
+        raise
+    else:
+        # Only now is the day's data in place: its units become counted.
+        budget.commit()
     finally:
         client.close()
+        ledger.close()
     context.log.info(
         "Wrote %d items from %s (%d duplicates, %d outside the day, %d malformed, "
         "%d conversations deferred by the budget)",
@@ -86,13 +97,14 @@ def messages(
             "malformed_line_positions": MetadataValue.json(stats.malformed_positions[:100]),
             "capped_conversations": len(stats.capped_conversations),
             "deferred_conversations": stats.deferred_conversations,
+            **budget.metadata(),
             **_request_metadata(client),
             "path": MetadataValue.path(str(path)),
         }
     )
 
 
-def _extract_day(context, client, gladly, window, store, path):
+def _extract_day(context, client, gladly, window, store, path, admit):
     """Export jobs when they cover the day; else the Events API while it reaches."""
     jobs = client.export_jobs(status="COMPLETED")
     try:
@@ -106,10 +118,46 @@ def _extract_day(context, client, gladly, window, store, path):
             window.day, not_exported,
         )
         return extract_messages_from_events(
-            client, window, store, path, now=now, workers=gladly.max_parallel_requests
+            client, window, store, path, now=now, workers=gladly.max_parallel_requests,
+            admit=admit,
         )
     context.log.info("Extracting conversation items for %s from export jobs", window.describe())
-    return extract_messages(client, window, store, path, jobs=jobs)
+    return extract_messages(client, window, store, path, jobs=jobs, admit=admit)
+
+
+class DayBudget:
+    """The volume budget as one day's extraction sees it: reserve, then commit or release."""
+
+    def __init__(self, ledger, gladly: GladlyResource, *, now, run_id: str):
+        self.ledger = ledger
+        self.limit = gladly.conversations_per_period
+        self.period = gladly.period(now)
+        self.run_id = run_id
+        self.reservation = None
+
+    def admit(self, first_activity: dict) -> set:
+        """Reserves units oldest activity first; returns the conversations deferred."""
+        ordered = sorted(first_activity, key=lambda cid: (first_activity[cid], cid))
+        self.reservation = self.ledger.reserve(
+            self.period, ordered, limit=self.limit, run_id=self.run_id
+        )
+        return set(self.reservation.deferred)
+
+    def commit(self) -> None:
+        self.ledger.commit(self.run_id)
+
+    def release(self) -> None:
+        self.ledger.release(self.run_id)
+
+    def metadata(self) -> dict:
+        used = self.ledger.usage(self.period)
+        meta = {"budget_period": self.period.label, "budget_used": used}
+        if self.limit is not None:
+            meta["budget_limit"] = self.limit
+            meta["budget_left"] = max(self.limit - used, 0)
+        if self.reservation is not None:
+            meta["budget_new_conversations"] = len(self.reservation.newly_reserved)
+        return meta
 
 
 def _source(stats) -> str:

@@ -4,6 +4,10 @@
         auth = (emu.config.username, emu.config.api_token)
         requests.get(f"{emu.base_url}/api/v1/agents", auth=auth, timeout=10)
 
+It also serves the Events API (`/api/v1/events`, the last 24 hours). Tests can move its clock
+forward with `emu.set_now(moment)` when `EmulatorConfig.future_days` generated the days ahead,
+and make an export job's files vanish with `missing_file_jobs` or `emu.expire_files(job_id)`.
+
 Run it standalone with `python -m gladly_pipeline.emulator` (or `gladly-emulator`).
 """
 

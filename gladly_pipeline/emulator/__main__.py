@@ -31,6 +31,18 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--rate-limit", type=int, default=10, help="requests per second for the org; 0 disables"
     )
     parser.add_argument("--big-conversation-items", type=int, default=0)
+    parser.add_argument(
+        "--missing-file-jobs",
+        type=int,
+        default=0,
+        help="the newest N COMPLETED export jobs stay listed but their files answer 404",
+    )
+    parser.add_argument(
+        "--future-days",
+        type=int,
+        default=0,
+        help="days generated after --now, revealed only when a test moves the clock",
+    )
     parser.add_argument("--username", default="agent@example.com")
     parser.add_argument(
         "--token",
@@ -60,6 +72,8 @@ def config_from(args: argparse.Namespace) -> EmulatorConfig:
         username=args.username,
         api_token=token,
         big_conversation_items=args.big_conversation_items,
+        missing_file_jobs=args.missing_file_jobs,
+        future_days=args.future_days,
     )
 
 

@@ -1,10 +1,13 @@
 """Seeded synthetic Gladly account, shaped exactly as Gladly's REST API and export files return it.
 
-`generate(cfg)` builds reference data, customers, conversations, conversation items and export
-jobs from `random.Random` streams derived from the seed, so the same config (seed, `now`, sizes)
-always yields byte-identical JSON. Every dict here is the API's JSON: camelCase keys, optional
-fields omitted rather than null, and the documented quirks of the reference (docs/gladly-api.md)
-mixed in at the rates named by the `*_SHARE` constants below.
+`generate(cfg)` builds reference data, customers, conversations, conversation items, export
+jobs and Events API events from `random.Random` streams derived from the seed, so the same config
+(seed, `now`, sizes) always yields byte-identical JSON. Every dict here is the API's JSON:
+camelCase keys, optional fields omitted rather than null, and the documented quirks of the
+reference (docs/gladly-api.md) mixed in at the rates named by the `*_SHARE` constants below.
+
+With `future_days` the account is generated past `now` and kept in a `_History`; a `Dataset` is
+the account as seen at one instant, and `Dataset.at(later)` shows it once more time has passed.
 """
 
 from __future__ import annotations
@@ -38,6 +41,37 @@ SCHEDULES = ("daily", "daily-local", "hourly")
 EXPORT_FILES = ["agents.jsonl", "conversation_items.jsonl", "customers.jsonl", "topics.jsonl"]
 # Content types served by REST but absent from the export file schema (reference §7).
 REST_ONLY_TYPES = ("VOICE_AI_MESSAGE", "TWITTER")
+
+# Events API (reference §8). Only CONTACT, CONVERSATION, CUSTOMER and CUSTOMER_PROFILE events
+# are generated; the other entities answer empty streams.
+EVENT_ENTITIES = (
+    "AGENT_AVAILABILITY",
+    "AGENT_STATUS",
+    "CONTACT",
+    "CONVERSATION",
+    "CUSTOMER",
+    "CUSTOMER_PROFILE",
+    "PAYMENT_REQUEST",
+    "TASK",
+)
+EVENTS_LOOKBACK = 24 * HOUR  # startAt may be at most this old
+# Event types whose entity is not their prefix. Which entity returns assignee events is open
+# (reference §19 q7); CONVERSATION is the likeliest, so that is where the emulator puts them.
+EVENT_ENTITY_OF = {"CONVERSATION_ASSIGNEE": "CONVERSATION"}
+# Item content types that become CONTACT/MESSAGE_* events, with the event's channel (§12.8).
+MESSAGE_CHANNELS = {
+    "CHAT_MESSAGE": "CHAT",
+    "EMAIL": "EMAIL",
+    "SMS": "SMS",
+    "FACEBOOK_MESSAGE": "FB_MESSENGER",
+    "INSTAGRAM_DIRECT": "INSTAGRAM_DIRECT",
+    "WHATSAPP": "WHATSAPP",
+    "VOICEMAIL": "VOICEMAIL",
+}
+# Messages from these initiators come from outside the org: MESSAGE_RECEIVED, not _SENT.
+INBOUND_INITIATORS = ("CUSTOMER", "INTERNAL", "EXTERNAL")
+# Content types with no documented event; TWITTER and VOICE_AI have no event channel.
+SILENT_TYPES = ("CUSTOMER_ACTIVITY", "TWITTER", "VOICE_AI_MESSAGE")
 
 # Quirk rates. Each is a share of the things named; see reference §12 and §15.
 NANO_TIMESTAMP_SHARE = 0.03  # items printed with 9 fraction digits
@@ -188,6 +222,10 @@ class EmulatorConfig:
     big_conversation_items: int = 0  # > 0 adds one conversation with that many items
     forbidden_usernames: frozenset[str] = frozenset()  # valid credentials that get 403
     failed_job: bool = True  # add one FAILED job (retried by a COMPLETED one) when possible
+    # > 0: the newest that many COMPLETED jobs at `now` stay listed but their files answer 404.
+    missing_file_jobs: int = 0
+    # Days generated after `now`, hidden until `Emulator.set_now` moves the clock onto them.
+    future_days: int = 0
 
     def __post_init__(self) -> None:
         if self.schedule not in SCHEDULES:
@@ -196,12 +234,18 @@ class EmulatorConfig:
             raise ValueError("now must be timezone-aware")
         if self.days < 1 or self.conversations_per_day < 0:
             raise ValueError("days must be >= 1 and conversations_per_day >= 0")
+        if self.missing_file_jobs < 0 or self.future_days < 0:
+            raise ValueError("missing_file_jobs and future_days must be >= 0")
         ZoneInfo(self.org_timezone)  # fails early on an unknown zone
 
 
 @dataclass(repr=False)
 class Dataset:
-    """A generated account: API-shaped records plus the lookups the server needs."""
+    """The account as the API shows it at `now`: API-shaped records plus the server's lookups.
+
+    Nothing here happened after `now`. `at(later)` gives the same account once the clock has
+    moved on, revealing what was generated for the days after `now` (`future_days`).
+    """
 
     now: datetime
     organization: dict
@@ -217,6 +261,11 @@ class Dataset:
     jobs: list[dict]  # every job that has finished by `now`, ascending by updatedAt
     schedule: dict
     item_times: list[int] = field(default_factory=list)  # epoch ms, parallel to `items`
+    events: list[dict] = field(default_factory=list)  # Events API lines, ascending by timestamp
+    event_times: list[int] = field(default_factory=list)  # epoch ms, parallel to `events`
+    # Ids of jobs whose files answer 404; shared by every view of one history, so it persists.
+    files_gone: set[str] = field(default_factory=set)
+    history: _History | None = None
     items_by_id: dict[str, dict] = field(default_factory=dict)
     items_by_conversation: dict[str, list[dict]] = field(default_factory=dict)
     conversations_by_customer: dict[str, list[dict]] = field(default_factory=dict)
@@ -228,7 +277,7 @@ class Dataset:
         return (
             f"Dataset(now={format_ms(to_ms(self.now))}, customers={len(self.customers)}, "
             f"conversations={len(self.conversations)}, items={len(self.items)}, "
-            f"jobs={len(self.jobs)})"
+            f"jobs={len(self.jobs)}, events={len(self.events)})"
         )
 
     def api_json(self) -> dict:
@@ -245,7 +294,19 @@ class Dataset:
             "items": self.items,
             "jobs": self.jobs,
             "schedule": self.schedule,
+            "events": self.events,
         }
+
+    @property
+    def horizon(self) -> datetime:
+        """The last instant generated: `now` plus `future_days` at generation."""
+        return from_ms(self.history.horizon) if self.history else self.now
+
+    def at(self, moment: datetime) -> Dataset:
+        """The same account seen at `moment` (UTC, up to the horizon), as a new Dataset."""
+        if self.history is None:
+            raise ValueError("this dataset was not generated; it has no history to replay")
+        return self.history.view(to_ms(moment.astimezone(UTC)))
 
     def is_retained(self, job: dict) -> bool:
         """Whether the job is still listed: finished within the 14-day retention."""
@@ -254,6 +315,12 @@ class Dataset:
 
     def visible_jobs(self) -> list[dict]:
         return [job for job in self.jobs if self.is_retained(job)]
+
+    def expire_files(self, job_id: str) -> None:
+        """Make a job's files answer 404 from now on, while the job stays listed."""
+        if self.history and job_id not in self.history.job_ids:
+            raise KeyError(f"no export job {job_id} was generated")
+        self.files_gone.add(job_id)
 
     def export_items(self, job: dict) -> Iterator[dict]:
         """The job's conversation_items.jsonl lines: items timestamped in [startAt, endAt)."""
@@ -274,6 +341,21 @@ class Dataset:
         for customer_id in seen:
             profile = self.customers.get(customer_id) or self.former_profiles[customer_id]
             yield reduced_profile(profile)
+
+    def events_between(self, start_ms: int, end_ms: int, entities: set[str]) -> Iterator[dict]:
+        """Events of the given entity types with start <= timestamp < end, ascending."""
+        first = bisect.bisect_left(self.event_times, start_ms)
+        last = bisect.bisect_left(self.event_times, end_ms)
+        for index in range(first, last):
+            event = self.events[index]
+            if event_entity(event) in entities:
+                yield event
+
+
+def event_entity(event: dict) -> str:
+    """The `entities` value that returns an event: its type's prefix, save for the exceptions."""
+    prefix = event["type"].partition("/")[0]
+    return EVENT_ENTITY_OF.get(prefix, prefix)
 
 
 # ---------------------------------------------------------------- time and ids
@@ -375,36 +457,41 @@ def resolve_now(cfg: EmulatorConfig) -> datetime:
 
 
 def generate(cfg: EmulatorConfig) -> Dataset:
-    """Build the whole account for `cfg`; deterministic for the same config."""
+    """Build the whole account for `cfg` and show it at `now`; deterministic for the same config.
+
+    Everything up to `now + future_days` is generated here; later clocks only reveal it.
+    """
     now = resolve_now(cfg)
+    horizon = now + timedelta(days=cfg.future_days)
+    first = now - timedelta(days=cfg.days)
     reference = _reference_data(random.Random(f"{cfg.seed}/reference"), cfg)
-    builder = _AccountBuilder(cfg, to_ms(now), reference, random.Random(f"{cfg.seed}/activity"))
+    rng = random.Random(f"{cfg.seed}/activity")
+    builder = _AccountBuilder(cfg, to_ms(first), to_ms(horizon), reference, rng)
     builder.build()
-    schedule, jobs = _export_jobs(random.Random(f"{cfg.seed}/jobs"), cfg, now)
-    dataset = Dataset(
-        now=now,
-        organization=reference["organization"],
-        agents=reference["agents"],
-        inboxes=reference["inboxes"],
-        teams=reference["teams"],
-        topics=reference["topics"],
+    rng = random.Random(f"{cfg.seed}/jobs")
+    schedule, jobs, boundaries = _export_jobs(rng, cfg, first, horizon)
+    builder.planned.sort(key=lambda entry: (entry[0], entry[1]))
+    history = _History(
+        horizon=to_ms(horizon),
+        reference=reference,
         customers=builder.customers,
-        merged=builder.merged,
         former_profiles=builder.former_profiles,
-        conversations=builder.conversations,
-        items=[],
+        profile_times=builder.profile_times,
+        merges=builder.merges,
+        plans=builder.plans,
+        entries=[(ms, end, item) for ms, _, end, item in builder.planned],
         jobs=jobs,
         schedule=schedule,
+        boundaries=boundaries,
+        files_gone=_missing_file_jobs(jobs, to_ms(now), cfg.missing_file_jobs),
     )
-    _index(dataset, builder.planned)
-    return dataset
+    # A stream of its own, so adding events changed none of the records above.
+    history.events = _events(random.Random(f"{cfg.seed}/events"), history, reference)
+    return history.view(to_ms(now))
 
 
-def _index(dataset: Dataset, planned: list[tuple[int, int, dict]]) -> None:
-    """Sort the items and build the lookups the server answers from."""
-    planned.sort(key=lambda entry: (entry[0], entry[1]))
-    dataset.items = [entry[2] for entry in planned]
-    dataset.item_times = [entry[0] for entry in planned]
+def _index(dataset: Dataset) -> None:
+    """Build the lookups the server answers from; items are already in timestamp order."""
     for item in dataset.items:
         dataset.items_by_id[item["id"]] = item
         if "conversationId" in item:
@@ -422,6 +509,211 @@ def _index(dataset: Dataset, planned: list[tuple[int, int, dict]]) -> None:
         if "externalCustomerId" in profile:
             by_external = dataset.customers_by_external_id
             by_external.setdefault(profile["externalCustomerId"], []).append(profile["id"])
+
+
+def _missing_file_jobs(jobs: list[tuple[int, dict]], now: int, count: int) -> set[str]:
+    """Ids of the newest `count` COMPLETED jobs finished by `now`.
+
+    The very newest is included: it is the one a client reaches first, so a test sees the
+    404 without first consuming older jobs. Jobs that finish after `now` keep their files.
+    """
+    if count <= 0:
+        return set()
+    completed = [job["id"] for ms, job in jobs if ms <= now and job["status"] == "COMPLETED"]
+    return set(completed[-count:])
+
+
+# ---------------------------------------------------------------- history and views
+
+
+@dataclass
+class _Merge:
+    """One profile merge: when, which ids, and the contacts the survivor gained by it."""
+
+    ms: int
+    old: str
+    new: str
+    emails: frozenset[str]
+    phones: frozenset[str]
+
+
+@dataclass
+class _ConversationPlan:
+    """One conversation as generated up to the horizon; its record depends on the clock."""
+
+    id: str
+    customer_id: str  # before any merge; items keep this id
+    inbox_id: str
+    entries: list[tuple[int, int, dict]]  # (timestamp ms, end ms, item), ascending
+    agent: dict | None = None  # the assignee's initiator dict
+    assigned_at: int | None = None
+    assigned_reason: str = ""
+    custom_attributes: list[dict] | None = None
+
+    def record(self, entries: list[tuple[int, int, dict]], at: int, customer_id: str) -> dict:
+        """The conversation as GET /conversations/{id} shows it once `entries` have happened."""
+        conversation = {
+            "id": self.id,
+            "customerId": customer_id,
+            "createdAt": format_ms(entries[0][0]),
+            "inboxId": self.inbox_id,
+        }
+        status, closed_at = _status(entries)
+        conversation["status"] = status
+        if self.agent and self.assigned_at is not None and self.assigned_at <= at:
+            conversation["agentId"] = self.agent["id"]
+        if closed_at is not None:
+            conversation["closedAt"] = format_ms(closed_at)
+        topic_ids = _applied_topics(entries)
+        if topic_ids:
+            conversation["topicIds"] = topic_ids
+        if self.custom_attributes:
+            conversation["customAttributes"] = self.custom_attributes
+        return conversation
+
+
+def _drop_contacts(profile: dict, key: str, normalized: set[str]) -> None:
+    """Remove the emails or phones a merge had not yet brought; no empty lists are left."""
+    kept = [entry for entry in profile.get(key, []) if entry["normalized"] not in normalized]
+    if kept:
+        profile[key] = kept
+    else:
+        profile.pop(key, None)
+
+
+def _status(entries: list[tuple[int, int, dict]]) -> tuple[str, int | None]:
+    """A conversation's status after its entries, and when it closed if it is CLOSED."""
+    statuses = [
+        (ms, item["content"]["status"])
+        for ms, _, item in entries
+        if item["content"]["type"] == "CONVERSATION_STATUS_CHANGE"
+    ]
+    if statuses and statuses[-1][1] == "CLOSED":
+        return "CLOSED", statuses[-1][0]
+    messages = [item for _, _, item in entries if item["content"]["type"] not in NOT_MESSAGES]
+    if messages and messages[-1]["initiator"]["type"] == "AGENT":
+        return "WAITING", None
+    return "OPEN", None
+
+
+def _applied_topics(entries: list[tuple[int, int, dict]]) -> list[str]:
+    topics: dict[str, None] = {}
+    for _, _, item in entries:
+        content = item["content"]
+        if content["type"] == "TOPIC_CHANGE":
+            topics.update(dict.fromkeys(content.get("addedTopicIds", [])))
+            for removed in content.get("removedTopicIds", []):
+                topics.pop(removed, None)
+    return list(topics)
+
+
+@dataclass
+class _History:
+    """Everything generated up to the horizon; `view(ms)` is the account as of that instant.
+
+    Records whose state changes over time (conversations, merged and updated profiles, the
+    schedule's nextStartAt) are rebuilt per view; items, jobs and events are only filtered.
+    """
+
+    horizon: int
+    reference: dict
+    customers: dict[str, dict]  # live at the horizon, in creation order
+    former_profiles: dict[str, dict]
+    profile_times: dict[str, tuple[int, int | None]]  # id -> (createdAt, updatedAt) in ms
+    merges: list[_Merge]
+    plans: dict[str, _ConversationPlan]
+    entries: list[tuple[int, int, dict]]  # (timestamp ms, end ms, item), ascending
+    jobs: list[tuple[int, dict]]  # (updatedAt ms, job), ascending
+    schedule: dict
+    boundaries: list[int]  # export window boundaries, ms, the last one after the horizon
+    files_gone: set[str]
+    events: list[tuple[int, dict]] = field(default_factory=list)  # (timestamp ms, event)
+
+    @property
+    def job_ids(self) -> set[str]:
+        return {job["id"] for _, job in self.jobs}
+
+    def view(self, at: int) -> Dataset:
+        """The account at `at` (epoch ms): only what had happened by then."""
+        if at > self.horizon:
+            raise ValueError(
+                f"{format_ms(at)} is past the generated horizon {format_ms(self.horizon)}; "
+                "generate more future_days"
+            )
+        merged = {merge.old: merge.new for merge in self.merges if merge.ms <= at}
+        # An item exists once it has ended (a call is listed when it is over), as at generation.
+        count = bisect.bisect_right(self.entries, at, key=lambda entry: entry[0])
+        entries = [entry for entry in self.entries[:count] if entry[1] <= at]
+        events = self.events[: bisect.bisect_right(self.events, at, key=lambda entry: entry[0])]
+        dataset = Dataset(
+            now=from_ms(at),
+            organization=self.reference["organization"],
+            agents=self.reference["agents"],
+            inboxes=self.reference["inboxes"],
+            teams=self.reference["teams"],
+            topics=self.reference["topics"],
+            customers=self._customers_at(at),
+            merged=merged,
+            former_profiles={old: self.former_profiles[old] for old in merged},
+            conversations=self._conversations_at(at, merged),
+            items=[item for _, _, item in entries],
+            jobs=[job for ms, job in self.jobs if ms <= at],
+            schedule=self._schedule_at(at),
+            item_times=[ms for ms, _, _ in entries],
+            events=[event for _, event in events],
+            event_times=[ms for ms, _ in events],
+            files_gone=self.files_gone,
+            history=self,
+        )
+        _index(dataset)
+        return dataset
+
+    def _conversations_at(self, at: int, merged: dict[str, str]) -> dict[str, dict]:
+        conversations = {}
+        for plan in self.plans.values():
+            entries = [entry for entry in plan.entries if entry[1] <= at]
+            if entries:  # a conversation exists once one of its items does
+                customer_id = merged.get(plan.customer_id, plan.customer_id)
+                conversations[plan.id] = plan.record(entries, at, customer_id)
+        return conversations
+
+    def _customers_at(self, at: int) -> dict[str, dict]:
+        """Profiles created by `at`; ids merged away later are still live, survivors leaner."""
+        pending = [merge for merge in self.merges if merge.ms > at]
+        gains: dict[str, list[_Merge]] = {}
+        for merge in pending:
+            gains.setdefault(merge.new, []).append(merge)
+        live = {}
+        for customer_id, profile in self.customers.items():
+            if self.profile_times[customer_id][0] <= at:
+                live[customer_id] = self._profile_at(profile, at, gains.get(customer_id, []))
+        for merge in pending:
+            if self.profile_times[merge.old][0] <= at:
+                live[merge.old] = self._profile_at(self.former_profiles[merge.old], at, [])
+        return live
+
+    def _profile_at(self, profile: dict, at: int, gains: list[_Merge]) -> dict:
+        """The profile before merges still to come and before an update still to come.
+
+        Only the last update is known, so until then `updatedAt` equals `createdAt`.
+        """
+        updated = self.profile_times[profile["id"]][1]
+        if not gains and (updated is None or updated <= at):
+            return profile  # the common case: shared, not copied
+        earlier = dict(profile)
+        if updated is not None and updated > at:
+            earlier["updatedAt"] = profile["createdAt"]
+        if gains:
+            emails = {email for merge in gains for email in merge.emails}
+            phones = {phone for merge in gains for phone in merge.phones}
+            _drop_contacts(earlier, "emails", emails)
+            _drop_contacts(earlier, "phones", phones)
+        return earlier
+
+    def _schedule_at(self, at: int) -> dict:
+        """The schedule with `nextStartAt` = the first window boundary after `at`."""
+        next_start = self.boundaries[bisect.bisect_right(self.boundaries, at)]
+        return dict(self.schedule, nextStartAt=format_ms(next_start))
 
 
 def _reference_data(rng: random.Random, cfg: EmulatorConfig) -> dict:
@@ -501,6 +793,41 @@ def _log_uniform(rng: random.Random, low_ms: int, high_ms: int) -> int:
     return int(math.exp(rng.uniform(math.log(low_ms), math.log(high_ms))))
 
 
+def _utc_day(ms: int) -> int:
+    return ms // DAY
+
+
+def _beside_evented(entries: list[tuple[int, int, dict]], at: int, horizon: int) -> int:
+    """Move an activity time, if needed, onto a UTC day when its conversation has events.
+
+    Activities have no event, so a client that follows the Events API reads a conversation's
+    items only for the days it saw events on; in real accounts an order or survey record
+    arrives alongside the messages. Only items that end by the horizon count (the rest are
+    dropped). `at` stays when its day has such an item and `at` is a second or more after the
+    first item (the second survives `styled_timestamp` dropping digits, so the activity never
+    becomes the first item); else it moves just after the latest evented item before it. The
+    day-mate may come later that day, so a view of the clock in between shows the activity
+    before any event of its day. Draws nothing from the generator: other records stay as they
+    were.
+    """
+    if at > horizon + SECOND:
+        return at  # dropped with everything after the horizon (a second covers digit drops)
+    evented = [
+        entry
+        for index, entry in enumerate(entries)
+        if entry[1] <= horizon and (index == 0 or entry[2]["content"]["type"] not in SILENT_TYPES)
+    ]
+    same_day = any(_utc_day(entry[0]) == _utc_day(at) for entry in evented)
+    if same_day and at >= entries[0][0] + SECOND:
+        return at
+    before = [entry for entry in evented if entry[0] <= at]
+    if not before:  # the first item is still going on at the horizon: so is the activity
+        return entries[0][1] + MINUTE
+    start, end, _ = max(before, key=lambda entry: entry[0])
+    after = end + MINUTE
+    return after if _utc_day(after) == _utc_day(start) else start + SECOND
+
+
 # ---------------------------------------------------------------- conversations
 
 
@@ -516,6 +843,7 @@ class _Thread:
         self.channel = channel
         self.agent: dict | None = None  # the assignee's initiator dict
         self.assigned_at: int | None = None
+        self.assigned_reason = ""  # for the CONVERSATION_ASSIGNEE/UPDATED event
         self.chat_session = new_id(self.rng)
         self.subject = self.rng.choice(SUBJECTS)
         self.entries: list[tuple[int, int, dict]] = []  # (timestamp ms, end ms, item)
@@ -558,6 +886,9 @@ class _Thread:
         self.entries.append((self.ms, self.ms + duration, item))
         if self.agent and self.assigned_at is None and self.agent in (initiator, responder):
             self.assigned_at = self.ms
+            # An agent's own first message takes the conversation; a call is routed to them.
+            outbound = initiator == self.agent
+            self.assigned_reason = "MESSAGE_OUTBOUND" if outbound else "AUTOMATED_ASSIGNMENT"
         return item["id"]
 
     def insert(self, initiator: dict, content: dict, ms: int, text: str) -> None:
@@ -575,12 +906,18 @@ class _Thread:
 
 
 class _AccountBuilder:
-    """Generates customers, conversations and their items in chronological order."""
+    """Generates customers, conversations and their items in chronological order.
 
-    def __init__(self, cfg: EmulatorConfig, now: int, reference: dict, rng: random.Random):
+    Time runs from `start` to `horizon` (`now`, plus any future days); nothing is cut at `now`
+    here, the views of `_History` hide what has not happened yet.
+    """
+
+    def __init__(
+        self, cfg: EmulatorConfig, start: int, horizon: int, reference: dict, rng: random.Random
+    ):
         self.cfg = cfg
-        self.now = now
-        self.start = now - cfg.days * DAY
+        self.horizon = horizon
+        self.start = start
         self.rng = rng
         self.zone = ZoneInfo(cfg.org_timezone)
         self.agents = [{"id": agent["id"], "type": "AGENT"} for agent in reference["agents"][:-1]]
@@ -591,9 +928,10 @@ class _AccountBuilder:
         self.attribute_ids = [new_id(rng) for _ in range(3)]
         self.customers: dict[str, dict] = {}
         self.former_profiles: dict[str, dict] = {}
-        self.merged: dict[str, str] = {}
-        self.conversations: dict[str, dict] = {}
-        self.planned: list[tuple[int, int, dict]] = []  # (timestamp ms, sequence, item)
+        self.merges: list[_Merge] = []
+        self.plans: dict[str, _ConversationPlan] = {}
+        self.profile_times: dict[str, tuple[int, int | None]] = {}
+        self.planned: list[tuple[int, int, int, dict]] = []  # (timestamp, sequence, end, item)
         self.touched: dict[str, list[int]] = {}  # customer id -> [created ms, last touched ms]
         self.free_at: dict[str, int | None] = {}  # when the customer's last conversation closes
         self.social_ids: dict[str, str] = {}
@@ -613,11 +951,11 @@ class _AccountBuilder:
     def _conversation_starts(self) -> Iterator[int]:
         """Start times, hour by hour, following local office hours and weekdays."""
         per_hour = self.cfg.conversations_per_day / 24 / (sum(HOUR_WEIGHTS) / 24)
-        for slot in range(self.start, self.now, HOUR):
+        for slot in range(self.start, self.horizon, HOUR):
             local = from_ms(slot).astimezone(self.zone)
             expected = per_hour * HOUR_WEIGHTS[local.hour] * WEEKDAY_WEIGHTS[local.weekday()]
             count = int(expected + self.rng.random())
-            span = min(HOUR, self.now - slot)
+            span = min(HOUR, self.horizon - slot)
             yield from sorted(slot + self.rng.randrange(span) for _ in range(count))
 
     # ------------------------------------------------------------ customers
@@ -720,15 +1058,18 @@ class _AccountBuilder:
 
     def _stamp_profile(self, customer_id: str, profile: dict) -> None:
         created, touched = self.touched[customer_id]
-        profile["createdAt"] = styled_timestamp(self.rng, created, PROFILE_NANO_SHARE)[1]
+        created, profile["createdAt"] = styled_timestamp(self.rng, created, PROFILE_NANO_SHARE)
+        updated = None
         if self.rng.random() >= PROFILE_WITHOUT_UPDATED_AT_SHARE:
-            updated = min(touched + self.rng.randrange(SECOND, HOUR), self.now)
-            profile["updatedAt"] = styled_timestamp(self.rng, updated, PROFILE_NANO_SHARE)[1]
+            updated = min(touched + self.rng.randrange(SECOND, HOUR), self.horizon)
+            updated, profile["updatedAt"] = styled_timestamp(self.rng, updated, PROFILE_NANO_SHARE)
+        self.profile_times[customer_id] = (created, updated)
 
     def _merge_customers(self) -> None:
         """Merge a share of customers into others; their old ids answer 301 from then on."""
         share = self.cfg.merged_customer_share
-        idle = [cid for cid, free in self.free_at.items() if free is not None and free < self.now]
+        horizon = self.horizon
+        idle = [cid for cid, free in self.free_at.items() if free is not None and free < horizon]
         count = min(len(idle) // 2, max(1, round(len(self.customers) * share))) if share else 0
         olds = self.rng.sample(idle, count)
         leaving = dict.fromkeys(olds)
@@ -737,24 +1078,24 @@ class _AccountBuilder:
             self._merge(old, self.rng.choice(survivors))
 
     def _merge(self, old: str, new: str) -> None:
+        """Fold `old` into `new`; conversation records follow (in views), items keep `old`."""
         profile, survivor = self.customers.pop(old), self.customers[new]
         last_seen = self.touched[old][1]
-        merged_at = self.rng.randrange(last_seen, max(self.now, last_seen + 1))
-        known = {email["normalized"] for email in survivor.get("emails", [])}
-        for email in profile.get("emails", []):
-            if email["normalized"] not in known:
-                survivor.setdefault("emails", []).append({**email, "primary": False})
-        numbers = {phone["normalized"] for phone in survivor.get("phones", [])}
-        for phone in profile.get("phones", []):
-            if phone["normalized"] not in numbers:
-                survivor.setdefault("phones", []).append({**phone, "primary": False})
+        merged_at = self.rng.randrange(last_seen, max(self.horizon, last_seen + 1))
+        gained: dict[str, set[str]] = {"emails": set(), "phones": set()}
+        for key in ("emails", "phones"):
+            known = {entry["normalized"] for entry in survivor.get(key, [])}
+            for entry in profile.get(key, []):
+                if entry["normalized"] not in known:
+                    survivor.setdefault(key, []).append({**entry, "primary": False})
+                    gained[key].add(entry["normalized"])
         self.touched[new][1] = max(self.touched[new][1], merged_at)
         self.former_profiles[old] = profile
-        self.merged[old] = new
-        # The conversation record follows the merge; its items keep the old customer id.
-        for conversation in self.conversations.values():
-            if conversation["customerId"] == old:
-                conversation["customerId"] = new
+        emails, phones = frozenset(gained["emails"]), frozenset(gained["phones"])
+        # The survivor is drawn from every customer, some created after `merged_at`: the merge
+        # takes effect once both exist (a later instant, so the records above stay as they were).
+        effective = max(merged_at, self.touched[new][0])
+        self.merges.append(_Merge(effective, old, new, emails, phones))
 
     # ------------------------------------------------------------ one conversation
 
@@ -910,6 +1251,7 @@ class _AccountBuilder:
     def _activity_within(self, thread: _Thread) -> None:
         """A CUSTOMER_ACTIVITY posted by an integration during the conversation."""
         at = self.rng.randrange(thread.entries[0][0], thread.entries[-1][0] + 1)
+        at = _beside_evented(thread.entries, at, self.horizon)
         ms, text = styled_timestamp(self.rng, at, NANO_TIMESTAMP_SHARE)
         thread.insert(self.api_user, self._activity_content(ms), ms, text)
 
@@ -924,7 +1266,8 @@ class _AccountBuilder:
             "initiator": self.api_user,
             "content": self._activity_content(ms),
         }
-        self.planned.append((ms, len(self.planned), item))
+        if ms <= self.horizon:
+            self.planned.append((ms, len(self.planned), ms, item))
 
     def _activity_content(self, ms: int) -> dict:
         activity_type, title, source = self.rng.choice(ACTIVITIES)
@@ -945,58 +1288,28 @@ class _AccountBuilder:
         return content
 
     def _finish(self, thread: _Thread) -> None:
-        """Drop what has not happened by `now`, then record the conversation and its items."""
-        kept = [entry for entry in thread.entries if entry[1] <= self.now]
+        """Drop what has not happened by the horizon, then plan the conversation and its items."""
+        kept = [entry for entry in thread.entries if entry[1] <= self.horizon]
         if not kept:
             return
-        conversation = self._conversation_record(thread, kept)
-        self.conversations[thread.id] = conversation
-        for ms, _, item in kept:
-            self.planned.append((ms, len(self.planned), item))
+        plan = _ConversationPlan(
+            id=thread.id,
+            customer_id=thread.customer_id,
+            inbox_id=self._inbox(thread),
+            entries=kept,
+            agent=thread.agent,
+            assigned_at=thread.assigned_at,
+            assigned_reason=thread.assigned_reason,
+        )
+        if self.rng.random() < 0.08:
+            plan.custom_attributes = self._conversation_attributes()
+        self.plans[thread.id] = plan
+        for ms, end, item in kept:
+            self.planned.append((ms, len(self.planned), end, item))
         touched = self.touched[thread.customer_id]
         touched[1] = max(touched[1], kept[-1][0])
-        closed = conversation["status"] == "CLOSED"
+        closed = _status(kept)[0] == "CLOSED"
         self.free_at[thread.customer_id] = thread.entries[-1][0] if closed else None
-
-    def _conversation_record(self, thread: _Thread, kept: list[tuple[int, int, dict]]) -> dict:
-        conversation = {
-            "id": thread.id,
-            "customerId": thread.customer_id,
-            "createdAt": format_ms(kept[0][0]),
-            "inboxId": self._inbox(thread),
-        }
-        statuses = [
-            (ms, item["content"]["status"])
-            for ms, _, item in kept
-            if item["content"]["type"] == "CONVERSATION_STATUS_CHANGE"
-        ]
-        messages = [item for _, _, item in kept if item["content"]["type"] not in NOT_MESSAGES]
-        if statuses and statuses[-1][1] == "CLOSED":
-            conversation["status"] = "CLOSED"
-        elif messages and messages[-1]["initiator"]["type"] == "AGENT":
-            conversation["status"] = "WAITING"
-        else:
-            conversation["status"] = "OPEN"
-        if thread.agent and thread.assigned_at is not None and thread.assigned_at <= self.now:
-            conversation["agentId"] = thread.agent["id"]
-        if conversation["status"] == "CLOSED":
-            conversation["closedAt"] = format_ms(statuses[-1][0])
-        topic_ids = self._applied_topics(kept)
-        if topic_ids:
-            conversation["topicIds"] = topic_ids
-        if self.rng.random() < 0.08:
-            conversation["customAttributes"] = self._conversation_attributes()
-        return conversation
-
-    def _applied_topics(self, kept: list[tuple[int, int, dict]]) -> list[str]:
-        topics: dict[str, None] = {}
-        for _, _, item in kept:
-            content = item["content"]
-            if content["type"] == "TOPIC_CHANGE":
-                topics.update(dict.fromkeys(content.get("addedTopicIds", [])))
-                for removed in content.get("removedTopicIds", []):
-                    topics.pop(removed, None)
-        return list(topics)
 
     def _inbox(self, thread: _Thread) -> str:
         roll = self.rng.random()
@@ -1023,7 +1336,7 @@ class _AccountBuilder:
         customer_id = self._new_customer("CHAT", self.start + HOUR)
         thread = _Thread(self, customer_id, "CHAT", self.start + HOUR)
         thread.agent = self.agents[0]
-        mean_gap = (self.now - self.start - 3 * HOUR) // count
+        mean_gap = (self.horizon - self.start - 3 * HOUR) // count
         for index in range(count):
             inbound = index % 2 == 0
             lines = CUSTOMER_LINES if inbound else AGENT_LINES
@@ -1204,32 +1517,227 @@ class _AccountBuilder:
         return profile["phones"][0]["normalized"]
 
 
+# ---------------------------------------------------------------- events
+
+
+class _EventLog:
+    """Collects Events API events (envelope of reference §12.8), each with a fresh id."""
+
+    def __init__(self, rng: random.Random, horizon: int):
+        self.rng = rng
+        self.horizon = horizon
+        # Who acts when no item names anyone: Gladly itself, creating and updating profiles.
+        self.system = {"id": new_id(rng), "type": "SYSTEM"}
+        self.entries: list[tuple[int, int, dict]] = []  # (timestamp ms, sequence, event)
+
+    def add(self, ms: int, kind: str, initiator: dict, content: dict) -> None:
+        if ms > self.horizon:
+            return
+        event = {
+            "id": new_id(self.rng),
+            "type": kind,
+            "timestamp": format_ms(ms),  # events always carry milliseconds
+            "initiator": dict(initiator),
+            "content": content,
+        }
+        self.entries.append((ms, len(self.entries), event))
+
+    def in_order(self) -> list[tuple[int, dict]]:
+        """Ascending by timestamp; ties keep the order they happened in."""
+        self.entries.sort(key=lambda entry: (entry[0], entry[1]))
+        return [(ms, event) for ms, _, event in self.entries]
+
+
+def _events(rng: random.Random, history: _History, reference: dict) -> list[tuple[int, dict]]:
+    """Every event of the generated account, derived from its records, ascending."""
+    log = _EventLog(rng, history.horizon)
+    for plan in history.plans.values():
+        _ConversationEvents(log, plan).replay()
+    _profile_events(log, history)
+    agents = [{"id": agent["id"], "type": "AGENT"} for agent in reference["agents"][:-1]]
+    _merge_events(log, history, agents)
+    return log.in_order()
+
+
+class _ConversationEvents:
+    """Replays one conversation's items as the CONVERSATION and CONTACT events they imply.
+
+    Events carry the item's start, while an item that lasts (a call, a voicemail) is listed
+    once it is over; so a clock in between shows CONTACT/STARTED (and, for a conversation
+    that opens with that call, CONVERSATION/CREATED) before the item and its conversation.
+    """
+
+    def __init__(self, log: _EventLog, plan: _ConversationPlan):
+        self.log = log
+        self.plan = plan
+        self.assigned = False
+        self.closed = False
+        self.closes = 0  # a reopened conversation starts new contacts
+        self.contacts: dict[tuple[str, int], str] = {}
+
+    def replay(self) -> None:
+        for index, (ms, _, item) in enumerate(self.plan.entries):
+            if index == 0:
+                self._conversation(ms, "CREATED", item["initiator"])
+            self._assign_by(ms)
+            self._item(ms, item)
+        self._assign_by(self.log.horizon)  # assigned by a call that had not ended yet
+
+    def _ids(self) -> dict:
+        return {"customerId": self.plan.customer_id, "conversationId": self.plan.id}
+
+    def _assignee(self) -> dict:
+        assignee = {"inboxId": self.plan.inbox_id}
+        if self.assigned and self.plan.agent:
+            assignee["agentId"] = self.plan.agent["id"]
+        return assignee
+
+    def _conversation(self, ms: int, action: str, initiator: dict, **extra: str) -> None:
+        content = {**self._ids(), **extra, "context": {"assignee": self._assignee()}}
+        self.log.add(ms, f"CONVERSATION/{action}", initiator, content)
+
+    def _assign_by(self, ms: int) -> None:
+        """CONVERSATION_ASSIGNEE/UPDATED once the agent has taken the conversation."""
+        plan = self.plan
+        if self.assigned or not plan.agent or plan.assigned_at is None or plan.assigned_at > ms:
+            return
+        before = self._assignee()
+        self.assigned = True
+        content = {
+            **self._ids(),
+            "reason": plan.assigned_reason,
+            "assignee": self._assignee(),
+            "context": {"assignee": before},
+        }
+        outbound = plan.assigned_reason == "MESSAGE_OUTBOUND"
+        initiator = plan.agent if outbound else self.log.system
+        self.log.add(plan.assigned_at, "CONVERSATION_ASSIGNEE/UPDATED", initiator, content)
+
+    def _item(self, ms: int, item: dict) -> None:
+        content = item["content"]
+        kind = content["type"]
+        if kind in MESSAGE_CHANNELS:
+            self._message(ms, item)
+        elif kind == "PHONE_CALL":
+            self._call(ms, item)
+        elif kind == "CONVERSATION_NOTE":
+            note = {"noteId": item["id"], **self._ids()}
+            self.log.add(ms, "CONVERSATION/NOTE_CREATED", item["initiator"], note)
+        elif kind == "CONVERSATION_STATUS_CHANGE":
+            self._status_change(ms, item)
+        elif kind == "TOPIC_CHANGE":
+            for topic_id in content.get("addedTopicIds", []):
+                self._conversation(ms, "TOPIC_ADDED", item["initiator"], topicId=topic_id)
+            for topic_id in content.get("removedTopicIds", []):
+                self._conversation(ms, "TOPIC_REMOVED", item["initiator"], topicId=topic_id)
+
+    def _status_change(self, ms: int, item: dict) -> None:
+        status = item["content"]["status"]
+        if status == "CLOSED" and not self.closed:
+            self.closed, self.closes = True, self.closes + 1
+            self._conversation(ms, "CLOSED", item["initiator"])
+        elif status == "OPEN" and self.closed:
+            self.closed = False
+            self._conversation(ms, "REOPENED", item["initiator"])
+
+    def _contact(self, channel: str, content: dict) -> dict:
+        """CONTACT content; one contact per channel between closes (a call is its own)."""
+        key = (channel, self.closes)
+        if channel == "PHONE_CALL" or key not in self.contacts:
+            self.contacts[key] = new_id(self.log.rng)
+        return {
+            "channel": channel,
+            "contactId": self.contacts[key],
+            **self._ids(),
+            **content,
+            "context": {"assignee": self._assignee()},
+        }
+
+    def _message(self, ms: int, item: dict) -> None:
+        channel = MESSAGE_CHANNELS[item["content"]["type"]]
+        inbound = item["initiator"]["type"] in INBOUND_INITIATORS
+        if not inbound and channel == "VOICEMAIL":
+            return  # MESSAGE_SENT has no VOICEMAIL channel
+        action = "MESSAGE_RECEIVED" if inbound else "MESSAGE_SENT"
+        content = self._contact(channel, {"messageId": item["id"]})
+        self.log.add(ms, f"CONTACT/{action}", item["initiator"], content)
+
+    def _call(self, ms: int, item: dict) -> None:
+        """STARTED and ENDED. Gladly documents no messageId here: clients find the call item
+        through the conversation's items."""
+        content = self._contact("PHONE_CALL", {})
+        self.log.add(ms, "CONTACT/STARTED", item["initiator"], content)
+        completed = item["content"].get("completedAt")
+        if completed:
+            ended = to_ms(parse_timestamp(completed))
+            self.log.add(ended, "CONTACT/ENDED", item["initiator"], dict(content))
+
+
+def _profile_events(log: _EventLog, history: _History) -> None:
+    """CUSTOMER_PROFILE/CREATED at createdAt and /UPDATED at a later updatedAt."""
+    merged_at = {merge.old: merge.ms for merge in history.merges}
+    for customer_id, (created, updated) in history.profile_times.items():
+        log.add(created, "CUSTOMER_PROFILE/CREATED", log.system, {"customerId": customer_id})
+        # A profile merged away is gone; an updatedAt stamped after that is not an update.
+        before_merge = updated is not None and updated < merged_at.get(customer_id, updated + 1)
+        if before_merge and updated != created:
+            log.add(updated, "CUSTOMER_PROFILE/UPDATED", log.system, {"customerId": customer_id})
+
+
+def _merge_events(log: _EventLog, history: _History, agents: list[dict]) -> None:
+    """CUSTOMER/MERGED, naming each side's latest conversation at the merge when it has one."""
+    started: dict[str, list[tuple[int, str]]] = {}
+    for plan in history.plans.values():
+        started.setdefault(plan.customer_id, []).append((plan.entries[0][0], plan.id))
+    for merge in history.merges:
+        content = {"destinationCustomerId": merge.new}
+        destination = _latest(started.get(merge.new, []), merge.ms)
+        if destination:
+            content["destinationConversationId"] = destination
+        content["sourceCustomerId"] = merge.old
+        source = _latest(started.get(merge.old, []), merge.ms)
+        if source:
+            content["sourceConversationId"] = source
+        log.add(merge.ms, "CUSTOMER/MERGED", log.rng.choice(agents), content)
+
+
+def _latest(started: list[tuple[int, str]], ms: int) -> str | None:
+    """The id of the last conversation started by `ms`, from (start ms, id) pairs."""
+    before = [entry for entry in started if entry[0] <= ms]
+    return max(before)[1] if before else None
+
+
 # ---------------------------------------------------------------- export jobs
 
 
-def _export_jobs(rng: random.Random, cfg: EmulatorConfig, now: datetime) -> tuple[dict, list]:
-    """The export schedule and every job finished by `now`, ascending by updatedAt."""
+def _export_jobs(
+    rng: random.Random, cfg: EmulatorConfig, first: datetime, horizon: datetime
+) -> tuple[dict, list[tuple[int, dict]], list[int]]:
+    """The schedule, every job finished by the horizon as (updatedAt ms, job) ascending, and
+    the window boundaries in ms (views derive the schedule's nextStartAt from them)."""
     frequency = "HOURLY" if cfg.schedule == "hourly" else "DAILY"
-    now_ms = to_ms(now)
-    windows = _job_windows(cfg, now)
+    horizon_ms = to_ms(horizon)
+    boundaries = list(_boundaries(cfg, first, horizon))
+    windows = list(itertools.pairwise(boundaries))
     schedule = {
         "id": new_id(rng),
         "frequency": frequency,
         "type": "CONVERSATIONS",
-        "nextStartAt": format_ms(to_ms(windows[-1][1]) if windows else now_ms),
-        "updatedAt": format_ms(now_ms - 200 * DAY - rng.randrange(DAY)),
+        "nextStartAt": format_ms(to_ms(windows[-1][1]) if windows else horizon_ms),
+        "updatedAt": format_ms(horizon_ms - 200 * DAY - rng.randrange(DAY)),
     }
     jobs = []
+    # The last window is still running at the horizon (it gives nextStartAt), so it gets no job.
     for start, end in windows[:-1]:
         finished, text = styled_timestamp(rng, to_ms(end) + _job_lag(rng, frequency), 0.2)
-        if finished <= now_ms:
+        if finished <= horizon_ms:
             jobs.append((finished, _job(rng, schedule, start, end, text, "COMPLETED")))
     if cfg.failed_job and len(jobs) >= 3:
         start, end = windows[len(jobs) - 3]
         finished = to_ms(end) + rng.randrange(40 * MINUTE, 90 * MINUTE)
         jobs.append((finished, _job(rng, schedule, start, end, format_ms(finished), "FAILED")))
     jobs.sort(key=lambda entry: entry[0])
-    return schedule, [job for _, job in jobs]
+    return schedule, jobs, [to_ms(boundary) for boundary in boundaries]
 
 
 def _job_lag(rng: random.Random, frequency: str) -> int:
@@ -1254,16 +1762,6 @@ def _job(
         },
         "files": list(EXPORT_FILES) if status == "COMPLETED" else [],
     }
-
-
-def _job_windows(cfg: EmulatorConfig, now: datetime) -> list[tuple[datetime, datetime]]:
-    """Consecutive export windows from the one holding the history's start to the one after now.
-
-    The last window is still running (it gives the schedule's nextStartAt), so it gets no job.
-    """
-    first = now - timedelta(days=cfg.days)
-    boundaries = list(_boundaries(cfg, first, now))
-    return list(itertools.pairwise(boundaries))
 
 
 def _boundaries(cfg: EmulatorConfig, first: datetime, now: datetime) -> Iterator[datetime]:

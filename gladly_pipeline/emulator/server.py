@@ -2,7 +2,8 @@
 
 Each request goes through the same steps as on Gladly: Basic auth, the per-org rate limit,
 then (emulator only) any injected fault, then routing. Lists are bare JSON arrays with the
-documented caps and `Gladly-Limited-Data`; export files stream as NDJSON in chunks.
+documented caps and `Gladly-Limited-Data`; export files stream as NDJSON and the Events API as
+JSON lines, both in chunks. Tests move the clock with `Emulator.set_now`.
 """
 
 from __future__ import annotations
@@ -20,16 +21,21 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from email.utils import formatdate
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from gladly_pipeline.emulator.data import (
     CONVERSATIONS_CAP,
+    EVENT_ENTITIES,
+    EVENTS_LOOKBACK,
     ITEMS_CAP,
     RETENTION_DAYS,
     SEARCH_CAP,
+    UTC,
     Dataset,
     EmulatorConfig,
+    from_ms,
     generate,
     parse_timestamp,
     resolve_now,
@@ -60,13 +66,15 @@ OUTAGE_PAGE = (
 
 @dataclass
 class Reply:
-    """What a route answers: a JSON body, or NDJSON lines streamed in chunks."""
+    """What a route answers: a JSON body, or JSON lines streamed in chunks."""
 
     status: int
     body: object = None
     headers: tuple[tuple[str, str], ...] = ()
     lines: Iterator[dict] | None = None
     html: str | None = None
+    # Of `lines`: export files are NDJSON, the Events API says application/x-jsonlines.
+    content_type: str = "application/x-ndjson"
 
 
 def errors(
@@ -167,8 +175,34 @@ class Emulator:
         self.stop()
 
     def clock(self) -> datetime:
-        """The emulator's current time: the fixed `now` plus the time since start."""
-        return self.data.now + timedelta(seconds=time.monotonic() - self._started)
+        """The emulator's current time: the data's `now` plus the time since start or set_now.
+
+        Only `set_now` reveals data; the seconds a test runs move this clock (which checks
+        request windows) but show nothing new, so what a test sees stays deterministic.
+        """
+        with self._lock:
+            now, started = self.data.now, self._started
+        return now + timedelta(seconds=time.monotonic() - started)
+
+    def set_now(self, moment: datetime) -> None:
+        """Move the clock forward to `moment` (tz-aware) and show what had happened by then.
+
+        Items, conversations, profiles, export jobs and events up to `moment` appear as if time
+        had passed; they were generated up front (`EmulatorConfig.future_days`). Raises
+        ValueError for a naive or earlier moment, or one past the generated horizon.
+        """
+        if moment.utcoffset() is None:
+            raise ValueError("moment must be timezone-aware")
+        target = from_ms(to_ms(moment.astimezone(UTC)))
+        with self._lock:
+            if target < self.data.now:
+                raise ValueError(f"the clock only moves forward; it reads {self.data.now}")
+            view = self.data.at(target)  # raises past the horizon
+            self.data, self._started = view, time.monotonic()
+
+    def expire_files(self, job_id: str) -> None:
+        """Make one export job's files answer 404 from now on; the job stays listed."""
+        self.data.expire_files(job_id)
 
     def inject(
         self, status: int = 503, times: int = 1, path_prefix: str = "/api/v1", html: bool = False
@@ -226,6 +260,17 @@ class _Handler(BaseHTTPRequestHandler):
 
     def log_message(self, format: str, *args: object) -> None:
         """Silence http.server's per-request stderr lines; `_handle` logs instead."""
+
+    def date_time_string(self, timestamp: float | None = None) -> str:
+        """The Date header tells the emulator's clock, as Gladly's tells its own.
+
+        Clients read Gladly's time from it (the Events API's 24-hour reach is judged by
+        the server), so a frozen or moved emulator clock must show here too.
+        """
+        if timestamp is None:
+            emulator: Emulator = self.server.emulator  # type: ignore[attr-defined]
+            timestamp = emulator.clock().timestamp()
+        return formatdate(timestamp, usegmt=True)
 
     def _handle(self) -> None:
         emulator: Emulator = self.server.emulator  # type: ignore[attr-defined]
@@ -307,8 +352,8 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_header(name, value)
 
     def _send_stream(self, reply: Reply) -> None:
-        """Write NDJSON with chunked transfer encoding, never holding the whole file."""
-        self._start(reply, "application/x-ndjson")
+        """Write JSON lines with chunked transfer encoding, never holding the whole body."""
+        self._start(reply, reply.content_type)
         self.send_header("Transfer-Encoding", "chunked")
         self.end_headers()
         if self.command == "HEAD":
@@ -565,10 +610,11 @@ def _jobs(emulator: Emulator, query: dict) -> Reply:
 
 
 class _BadParameter(ValueError):
-    def __init__(self, attr: str, detail: str):
+    def __init__(self, attr: str, detail: str, code: str = "invalid"):
         super().__init__(detail)
         self.attr = attr
         self.detail = detail
+        self.code = code
 
 
 def _query_time(query: dict, name: str, default: datetime) -> datetime:
@@ -603,6 +649,8 @@ def _job_file(emulator: Emulator, query: dict, job_id: str, name: str) -> Reply:
     if job is None or name not in job["files"]:
         return errors(404, f"file {name} of export job {job_id} does not exist")
     data = emulator.data
+    if job_id in data.files_gone:  # still COMPLETED and listed, as when storage lost the file
+        return errors(404, f"file {name} of export job {job_id} no longer exists")
     lines = {
         "agents.jsonl": lambda: iter(data.agents),
         "topics.jsonl": lambda: iter(data.topics),
@@ -610,3 +658,68 @@ def _job_file(emulator: Emulator, query: dict, job_id: str, name: str) -> Reply:
         "customers.jsonl": lambda: data.export_customers(job),
     }[name]()
     return Reply(200, lines=lines)
+
+
+# ---------------------------------------------------------------- events
+
+
+@_route("events")
+def _events(emulator: Emulator, query: dict) -> Reply:
+    """Events with startAt <= timestamp < endAt of the named entities, as JSON lines.
+
+    The window is half-open so that back-to-back windows (endAt = the next startAt) never
+    return an event twice; startAt inclusive matches a cursor of "last timestamp + 1 ms".
+    Gladly's events lag up to ~15 s; here none do, since only `set_now` reveals anything.
+    """
+    data = emulator.data
+    try:
+        start, end = _event_window(query, emulator.clock())
+        entities = _event_entities(query)
+    except _BadParameter as bad:
+        return errors(400, bad.detail, code=bad.code, attr=bad.attr)
+    lines = data.events_between(_ceil_ms(start), _ceil_ms(end), entities)
+    return Reply(200, lines=lines, content_type="application/x-jsonlines")
+
+
+def _event_window(query: dict, clock: datetime) -> tuple[datetime, datetime]:
+    """startAt required, within the last 24 hours; endAt optional, not before startAt nor
+    in the future. Both allow the clock skew the export-job list allows: whether Gladly
+    rejects or clamps a startAt just over 24 hours old is open (reference §19 q7)."""
+    if not query.get("startAt", [""])[0]:
+        raise _BadParameter("startAt", "startAt is required", code="blank")
+    start = _query_time(query, "startAt", clock)
+    end = _query_time(query, "endAt", clock)
+    lookback = timedelta(milliseconds=EVENTS_LOOKBACK)
+    if start < clock - lookback - CLOCK_SKEW:
+        raise _BadParameter("startAt", "startAt may not be more than 24 hours ago")
+    if start > clock + CLOCK_SKEW:
+        raise _BadParameter("startAt", "startAt may not be in the future")
+    if end > clock + CLOCK_SKEW:
+        raise _BadParameter("endAt", "endAt may not be in the future")
+    if end < start:
+        raise _BadParameter("endAt", "endAt may not be before startAt")
+    return start, end
+
+
+def _event_entities(query: dict) -> set[str]:
+    """The repeated `entities` parameter, each value one of EVENT_ENTITIES.
+
+    Whether Gladly also accepts "CONTACT,CONVERSATION" is open (reference §19 q7); the spec
+    describes a repeated parameter, so a comma-separated value is refused rather than guessed.
+    """
+    values = [value for value in query.get("entities", []) if value]
+    if not values:
+        raise _BadParameter("entities", "give at least one entities value", code="blank")
+    for value in values:
+        if "," in value:
+            detail = "repeat the entities parameter for each type instead of separating by commas"
+            raise _BadParameter("entities", detail)
+        if value not in EVENT_ENTITIES:
+            raise _BadParameter("entities", f"entities must be among {', '.join(EVENT_ENTITIES)}")
+    return set(values)
+
+
+def _ceil_ms(moment: datetime) -> int:
+    """Epoch ms rounded up, so `ms >= start` and `ms < end` match the instant exactly."""
+    ms = to_ms(moment)
+    return ms + (from_ms(ms) < moment)

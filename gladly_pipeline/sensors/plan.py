@@ -106,9 +106,10 @@ def plan_export_runs(
 
 
 def _first_run_days(completed: list, lookback_days: int, now: datetime) -> list:
+    """The most recent `lookback_days` fully exported days (today is never exported)."""
     today = now.strftime("%Y-%m-%d")
-    first = (now - timedelta(days=lookback_days)).strftime("%Y-%m-%d")
-    return [d for d in covered_days(completed) if first <= d < today and _is_key(d)]
+    exported = [d for d in covered_days(completed) if d < today and _is_key(d)]
+    return exported[-lookback_days:]
 
 
 def _days_touched(jobs: list) -> list:

@@ -11,7 +11,7 @@ from dagster import (
     sensor,
 )
 
-from ..resources import GladlyResource
+from ..resources import DataRoot, GladlyResource
 from .plan import JobCursor, intraday_days, plan_export_runs
 
 EXPORT_POLL_SECONDS = 300
@@ -30,15 +30,10 @@ def export_jobs_sensor(job):
             "by a new job, once the day is fully covered."
         ),
     )
-    def _sensor(context: SensorEvaluationContext, gladly: GladlyResource):
+    def _sensor(context: SensorEvaluationContext, gladly: GladlyResource, data_root: DataRoot):
         cursor = JobCursor.parse(context.cursor)
-        client = gladly.get_client()
-        try:
-            jobs = client.export_jobs(status="COMPLETED")
-            now = client.server_time()
-        finally:
-            client.close()
-        blocked = gladly.budget_block_reason(now)
+        jobs, now = _jobs_and_time(gladly)
+        blocked = _budget_block(gladly, data_root, now)
         if blocked:
             # The cursor stays put, so these jobs are picked up when the budget allows.
             return SkipReason(blocked)
@@ -79,14 +74,9 @@ def intraday_sensor(job):
             "export job lands) from Gladly's Events API."
         ),
     )
-    def _sensor(context: SensorEvaluationContext, gladly: GladlyResource):
-        client = gladly.get_client()
-        try:
-            jobs = client.export_jobs(status="COMPLETED")
-            now = client.server_time()
-        finally:
-            client.close()
-        blocked = gladly.budget_block_reason(now)
+    def _sensor(context: SensorEvaluationContext, gladly: GladlyResource, data_root: DataRoot):
+        jobs, now = _jobs_and_time(gladly)
+        blocked = _budget_block(gladly, data_root, now)
         if blocked:
             return SkipReason(blocked)
         period = timedelta(minutes=gladly.intraday_refresh_minutes)
@@ -99,3 +89,22 @@ def intraday_sensor(job):
         ]
 
     return _sensor
+
+
+def _jobs_and_time(gladly: GladlyResource):
+    """Gladly's completed export jobs and its clock, which decides what is new."""
+    client = gladly.get_client()
+    try:
+        return client.export_jobs(status="COMPLETED"), client.server_time()
+    finally:
+        client.close()
+
+
+def _budget_block(gladly: GladlyResource, data_root: DataRoot, now):
+    if gladly.conversations_per_period is None:
+        return None
+    ledger = gladly.open_ledger(data_root.store())
+    try:
+        return gladly.budget_block_reason(ledger, now)
+    finally:
+        ledger.close()
