@@ -23,7 +23,10 @@ def message_row(item: dict, raw_json: str, job_id: Optional[str]) -> dict:
         "customer_id": _str(item.get("customerId")),
         "timestamp": parse_timestamp(item.get("timestamp")),
         "content_type": _str(content.get("type")),
-        "session_id": _str(item.get("sessionId") or content.get("sessionId")),
+        # The chat's session. The item-level `sessionId` (a Gladly AI session) is REST
+        # only, not exported: a typed column for it would change when the export
+        # rebuilds the day, so it stays in raw_json.
+        "session_id": _str(content.get("sessionId")),
         "initiator_id": _str(initiator.get("id")),
         "initiator_type": _str(initiator.get("type")),
         "responder_id": _str(responder.get("id")),

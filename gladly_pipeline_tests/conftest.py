@@ -54,13 +54,14 @@ def client(emulator):
     client.close()
 
 
-def make_resources(emu, data_root) -> dict:
+def make_resources(emu, data_root, **gladly_settings) -> dict:
+    gladly_settings.setdefault("requests_per_second", 500)
     return {
         "gladly": GladlyResource(
             base_url=emu.base_url,
             username=USERNAME,
             api_token=TOKEN,
-            requests_per_second=500,
+            **gladly_settings,
         ),
         "data_root": DataRoot(path=str(data_root)),
     }
