@@ -8,15 +8,21 @@ EMULATOR_PORT ?= 8765
 UI_PORT ?= 3000
 
 export DAGSTER_DISABLE_TELEMETRY := 1
-export DAGSTER_HOME := $(CURDIR)/.dagster_home
+
+# Your own account: the Dagster instance in .dagster_home/, tables in $GLADLY_DATA_ROOT
+# (default ./data). The demo and `make dev` use .demo/ instead, so emulator data never
+# mixes with yours.
+HOME_DIR := $(CURDIR)/.dagster_home
+DEMO_DIR := $(CURDIR)/.demo
 
 # Credentials of the local emulator (not secrets: they open only the emulator).
 EMULATOR_ENV := GLADLY_BASE_URL=http://127.0.0.1:$(EMULATOR_PORT) \
-	GLADLY_USERNAME=agent@example.com GLADLY_API_TOKEN=emulator-token
+	GLADLY_USERNAME=agent@example.com GLADLY_API_TOKEN=emulator-token \
+	GLADLY_DATA_ROOT=$(DEMO_DIR)/data DAGSTER_HOME=$(DEMO_DIR)/dagster_home
 
-.PHONY: install home demo test dev emulator lint clean
+.PHONY: install homes demo test dev ui emulator lint clean
 
-install: $(STAMP) home
+install: $(STAMP) homes
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -25,14 +31,17 @@ $(STAMP): pyproject.toml
 	$(PY) -c "import dagster, dagster_postgres, dagster_webserver"
 	touch $(STAMP)
 
-# The instance: SQLite under DAGSTER_HOME by default, PostgreSQL when DAGSTER_PG_URL is set.
-home:
-	mkdir -p $(DAGSTER_HOME)
+# The instance: SQLite by default, PostgreSQL when DAGSTER_PG_URL is set (your account only;
+# the demo always uses SQLite).
+homes:
+	mkdir -p $(HOME_DIR) $(DEMO_DIR)/dagster_home
 	if [ -n "$$DAGSTER_PG_URL" ]; then config=dagster-postgres.yaml; else config=dagster.yaml; fi; \
-	ln -sfn ../$$config $(DAGSTER_HOME)/dagster.yaml
+	ln -sfn ../$$config $(HOME_DIR)/dagster.yaml
+	ln -sfn ../../dagster.yaml $(DEMO_DIR)/dagster_home/dagster.yaml
 
 demo: install
-	$(PY) -m gladly_pipeline.demo
+	env DAGSTER_HOME=$(DEMO_DIR)/dagster_home $(PY) -m gladly_pipeline.demo \
+		--data-root $(DEMO_DIR)/data
 
 test: install
 	$(PY) -m pytest
@@ -45,9 +54,14 @@ emulator: install
 
 # The emulator in the background, then the Dagster UI and daemon against it.
 dev: install
-	$(PY) -m gladly_pipeline.emulator --port $(EMULATOR_PORT) --seed 1 & emu=$$!; \
+	$(PY) -m gladly_pipeline.emulator --port $(EMULATOR_PORT) --seed 1 --quiet & emu=$$!; \
 	trap 'kill $$emu 2>/dev/null' EXIT INT TERM; \
 	env $(EMULATOR_ENV) $(VENV)/bin/dagster dev -h 127.0.0.1 -p $(UI_PORT)
 
+# The Dagster UI and daemon against your account (settings from .env).
+ui: install
+	env DAGSTER_HOME=$(HOME_DIR) $(VENV)/bin/dagster dev -h 127.0.0.1 -p $(UI_PORT)
+
+# Removes the virtualenv and the demo's files; never your instance or your tables.
 clean:
-	rm -rf $(VENV) $(DAGSTER_HOME) data
+	rm -rf $(VENV) $(DEMO_DIR)

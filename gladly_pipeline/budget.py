@@ -20,7 +20,7 @@ reserve() of the period, so runs in separate processes never overspend.
 import hashlib
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from os import PathLike
 from pathlib import Path
 from typing import Optional, Union
@@ -29,7 +29,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import URL, Connection, Engine, make_url
 from sqlalchemy.exc import ArgumentError
 
-UTC = timezone.utc
+UTC = UTC
 
 # Days 29 to 31 are missing from some months; a period must start on the same day each month.
 MAX_START_DAY = 28

@@ -44,6 +44,23 @@ def gladly_host() -> dict:
     return {"subdomain": EnvVar("GLADLY_SUBDOMAIN")}
 
 
+# Optional settings users give as env vars; unset ones keep the resource's default.
+OPTIONAL_INT_SETTINGS = {
+    "conversations_per_period": "GLADLY_CONVERSATIONS_PER_PERIOD",
+    "billing_period_start_day": "GLADLY_BILLING_PERIOD_START_DAY",
+    "first_run_lookback_days": "GLADLY_FIRST_RUN_LOOKBACK_DAYS",
+    "intraday_refresh_minutes": "GLADLY_INTRADAY_REFRESH_MINUTES",
+}
+
+
+def optional_settings() -> dict:
+    return {
+        field: EnvVar.int(name)
+        for field, name in OPTIONAL_INT_SETTINGS.items()
+        if os.environ.get(name)
+    }
+
+
 # Dagster creates this sensor stopped by default; the product relies on it to rebuild the
 # analytics tables after new raw data, so it starts running.
 automation_sensor = AutomationConditionSensorDefinition(
@@ -64,6 +81,7 @@ defs = Definitions(
     resources={
         "gladly": GladlyResource(
             **gladly_host(),
+            **optional_settings(),
             username=EnvVar("GLADLY_USERNAME"),
             api_token=EnvVar("GLADLY_API_TOKEN"),
         ),

@@ -22,7 +22,7 @@ def main(argv=None) -> int:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--days", type=int, default=DAYS)
     parser.add_argument("--conversations-per-day", type=int, default=30)
-    parser.add_argument("--data-root", default=os.environ.get("GLADLY_DATA_ROOT", "data"))
+    parser.add_argument("--data-root", default=".demo/data")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
 
@@ -102,8 +102,9 @@ def print_summary(root: str, requests: int, elapsed: float) -> None:
             folder = os.path.join(root, layer, table)
             rows = ds.dataset(folder, format="parquet", partitioning="hive").count_rows()
             print(f"  {layer + '/' + table:<24} {rows:>8} rows")
-    print("Query it, e.g.: duckdb -c \"SELECT status, count(*) FROM "
-          f"read_parquet('{root}/analytics/conversations/*.parquet') GROUP BY 1\"")
+    query = f"SELECT status, count(*) FROM '{root}/analytics/conversations/*.parquet' GROUP BY 1"
+    print("Query it, e.g. in .venv/bin/python:")
+    print(f'  import duckdb; duckdb.sql("{query}").show()')
 
 
 if __name__ == "__main__":

@@ -158,7 +158,7 @@ def extract_messages(
             gone = ", ".join(skipped)
             raise ExportNotAvailable(
                 f"{gap} Export jobs {gone} were skipped: listed as COMPLETED, but their "
-                "files are gone (expired or deleted)."
+                f"{ITEMS_FILE} files are gone (expired or deleted) or not listed."
             ) from None
         try:
             stats = _extract_from_jobs(client, covering, window, store, path, admit)
@@ -173,11 +173,10 @@ def extract_messages(
 
 
 class ExportFileGone(Exception):
-    def __init__(self, job_id: str):
-        super().__init__(
-            f"Export job {job_id} is listed as COMPLETED but its {ITEMS_FILE} is gone "
-            "(expired or deleted)"
-        )
+    """A COMPLETED job whose items file cannot be read: expired, deleted or never listed."""
+
+    def __init__(self, job_id: str, why: str = "is gone (expired or deleted)"):
+        super().__init__(f"Export job {job_id} is listed as COMPLETED but its {ITEMS_FILE} {why}")
         self.job_id = job_id
 
 
@@ -244,9 +243,10 @@ def _publish(store: TableStore, stage: Path, path: Path, stats: MessageStats, ad
 
 def _job_items(client, job: dict, window: Window, seen: set, stats: MessageStats):
     job_id = job["id"]
-    if ITEMS_FILE not in (job.get("files") or []):
-        log.warning("Export job %s lists no %s; nothing to read from it", job_id, ITEMS_FILE)
-        return
+    files = job.get("files") or []
+    if ITEMS_FILE not in files:
+        # An empty day and a broken export look alike here; never take it as empty.
+        raise ExportFileGone(job_id, f"is not among its files {sorted(files)}")
     lines = malformed = 0
     try:
         stream = enumerate(client.export_file_lines(job_id, ITEMS_FILE), start=1)
@@ -440,6 +440,7 @@ def fetch_conversations(
             stats.not_found.append(conversation_id)
         else:
             rows.append(conversation_row(answer, fetched_at))
+    check_not_found("conversations", stats)
     stats.written = len(rows)
     return pa.Table.from_pylist(rows, schema=RAW_CONVERSATIONS), stats
 
@@ -466,8 +467,25 @@ def fetch_contacts(
             else:
                 rows.append(contact_row(lookup.profile, fetched_at))
         pending = sorted(set(survivors) - done)
+    check_not_found("customer profiles", stats)
     stats.written = len(rows)
     return pa.Table.from_pylist(rows, schema=RAW_CONTACTS), stats
+
+
+# Gladly answers 404 for a conversation deleted by a merge, or a profile deleted for
+# privacy; a few are normal. Many mean something else is wrong (a wrong host, an outage
+# page), and writing the day without them would silently shrink it.
+MAX_NOT_FOUND_SHARE = 0.10
+MIN_NOT_FOUND_TO_FAIL = 3
+
+
+def check_not_found(kind: str, stats: FetchStats) -> None:
+    missing = len(stats.not_found)
+    if missing >= MIN_NOT_FOUND_TO_FAIL and missing > stats.requested * MAX_NOT_FOUND_SHARE:
+        raise GladlyDataError(
+            f"{missing} of {stats.requested} {kind} answered 404: too many to be merges or "
+            "deletions, so the day was not written (the previous version is kept)"
+        )
 
 
 def _fan_out(fetch: Callable, ids: list, workers: int):

@@ -137,8 +137,6 @@ CHANNEL_COUNT_COLUMNS = {
     "FACEBOOK_MESSENGER": "facebook_messages",
     "INSTAGRAM_DIRECT": "instagram_messages",
     "WHATSAPP": "whatsapp_messages",
-    "TWITTER": "twitter_messages",
-    "VOICE_AI": "voice_ai_messages",
 }
 
 ANALYTICS_CONVERSATIONS = pa.schema(
@@ -160,10 +158,11 @@ ANALYTICS_CONVERSATIONS = pa.schema(
         pa.field("initiator_type", STR),
         pa.field("initiator_id", STR),
         pa.field("first_channel", STR),
+        pa.field("history_complete", pa.bool_()),
         pa.field("message_count", pa.int64()),
         pa.field("inbound_messages", pa.int64()),
         pa.field("outbound_messages", pa.int64()),
-        pa.field("internal_messages", pa.int64()),
+        pa.field("internal_items", pa.int64()),
         *[pa.field(column, pa.int64()) for column in CHANNEL_COUNT_COLUMNS.values()],
         pa.field("first_response_seconds", pa.float64()),
         pa.field("resolution_seconds", pa.float64()),

@@ -30,6 +30,12 @@ INTERNAL_TYPES = {"CONVERSATION_NOTE", "CONVERSATION_STATUS_CHANGE", "TOPIC_CHAN
 INBOUND_SENDERS = {"CUSTOMER", "EXTERNAL"}
 OUTBOUND_SENDERS = {"AGENT", "API", "AUTOMATION", "SYSTEM", "INTERNAL"}
 
+# Gladly's own AI (Sidekick) posts as this SYSTEM initiator.
+GLADLY_AI_ID = "SIDEKICK_V2"
+# A conversation's first extracted item within this much of its creation means the
+# extraction saw its beginning, so who started it and the first response are known.
+HISTORY_TOLERANCE = pd.Timedelta(minutes=5)
+
 # Merges can chain (A into B, later B into C); more hops than this means a cycle.
 MAX_MERGE_HOPS = 20
 
@@ -105,6 +111,7 @@ def _sender_names(df: pd.DataFrame, contact_id: pd.Series, names: dict) -> pd.Se
     is_agent = df["initiator_type"] == "AGENT"
     is_customer = df["initiator_type"] == "CUSTOMER"
     named = agent_names.where(is_agent, contact_names.where(is_customer))
+    named = named.mask(df["initiator_id"] == GLADLY_AI_ID, "Gladly AI")
     return named.astype(object).where(named.notna(), None)
 
 
@@ -119,6 +126,8 @@ def build_conversations(
     stats = _conversation_stats(in_conv)
     out = conv.merge(stats, how="left", left_on="id", right_index=True)
     emails = dict(zip(contacts["contact_id"], contacts["primary_email"], strict=True))
+    # Items before the first extracted day are unknown: say so rather than guess.
+    complete = (out["first_item_at"] <= out["created_at"] + HISTORY_TOLERANCE).fillna(False)
     topic_names = names["topics"]
     result = pd.DataFrame(
         {
@@ -128,7 +137,8 @@ def build_conversations(
             "contact_email": out["contact_id"].map(emails),
             "status": out["status"],
             "created_at": out["created_at"],
-            "updated_at": out["last_activity_at"].fillna(out["created_at"]),
+            # Last activity: the newest item, or the close if Gladly reports a later one.
+            "updated_at": _latest(out["last_activity_at"], out["closed_at"], out["created_at"]),
             "closed_at": out["closed_at"],
             "inbox_id": out["inbox_id"],
             "inbox_name": out["inbox_id"].map(names["inboxes"]),
@@ -138,15 +148,16 @@ def build_conversations(
             "topic_names": out["topic_ids"].map(
                 lambda ids: [topic_names.get(t) for t in ids] if ids is not None else None
             ),
-            "initiator_type": out["initiator_type"],
-            "initiator_id": out["initiator_id"],
-            "first_channel": out["first_channel"],
+            "initiator_type": out["initiator_type"].where(complete),
+            "initiator_id": out["initiator_id"].where(complete),
+            "first_channel": out["first_channel"].where(complete),
+            "history_complete": complete,
             "message_count": out["message_count"].fillna(0),
             "inbound_messages": out["inbound_messages"].fillna(0),
             "outbound_messages": out["outbound_messages"].fillna(0),
-            "internal_messages": out["internal_messages"].fillna(0),
+            "internal_items": out["internal_items"].fillna(0),
             **{col: out[col].fillna(0) for col in CHANNEL_COUNT_COLUMNS.values()},
-            "first_response_seconds": out["first_response_seconds"],
+            "first_response_seconds": out["first_response_seconds"].where(complete),
             "resolution_seconds": (out["closed_at"] - out["created_at"]).dt.total_seconds(),
             "transcript": out["transcript"],
             "custom_attributes_json": out["custom_attributes_json"],
@@ -160,14 +171,14 @@ def _conversation_stats(messages: pd.DataFrame) -> pd.DataFrame:
     ordered = messages.sort_values(["conversation_id", "created_at", "message_id"], kind="stable")
     groups = ordered.groupby("conversation_id", sort=False)
     direction = ordered["direction"]
+    by_conversation = ordered["conversation_id"]
     stats = pd.DataFrame(
         {
-            "message_count": groups.size(),
-            "inbound_messages": (direction == "inbound").groupby(ordered["conversation_id"]).sum(),
-            "outbound_messages": (direction == "outbound")
-            .groupby(ordered["conversation_id"]).sum(),
-            "internal_messages": (direction == "internal")
-            .groupby(ordered["conversation_id"]).sum(),
+            "message_count": (direction != "internal").groupby(by_conversation).sum(),
+            "inbound_messages": (direction == "inbound").groupby(by_conversation).sum(),
+            "outbound_messages": (direction == "outbound").groupby(by_conversation).sum(),
+            "internal_items": (direction == "internal").groupby(by_conversation).sum(),
+            "first_item_at": groups["created_at"].min(),
             "last_activity_at": groups["updated_at"].max(),
         }
     )
@@ -185,10 +196,16 @@ def _conversation_stats(messages: pd.DataFrame) -> pd.DataFrame:
 
 
 def _first_response(talk: pd.DataFrame) -> pd.Series:
-    """Seconds from the customer's first message to the first reply after it."""
+    """Seconds from the customer's first message to the first agent reply after it.
+
+    Replies by automation or Gladly AI are outbound, but they are not a response by the
+    team, so they do not end the wait.
+    """
     inbound = talk[talk["direction"] == "inbound"].groupby("conversation_id")["created_at"].min()
-    outbound = talk[talk["direction"] == "outbound"][["conversation_id", "created_at"]]
-    joined = outbound.join(inbound.rename("asked_at"), on="conversation_id", how="inner")
+    by_agent = (talk["direction"] == "outbound") & (talk["sender_type"] == "AGENT")
+    outbound = talk[by_agent][["conversation_id", "created_at"]]
+    asked = inbound.rename("asked_at").reset_index()
+    joined = outbound.merge(asked, on="conversation_id", how="inner")
     replies = joined[joined["created_at"] >= joined["asked_at"]]
     answered = replies.groupby("conversation_id")["created_at"].min()
     return (answered - inbound.reindex(answered.index)).dt.total_seconds()
@@ -208,6 +225,10 @@ def _transcripts(ordered: pd.DataFrame) -> pd.Series:
     )
     lines = "[" + stamp + "] " + who + " (" + role + ", " + via + "): " + text
     return lines.groupby(said["conversation_id"], sort=False).agg("\n".join)
+
+
+def _latest(*columns: pd.Series) -> pd.Series:
+    return pd.concat(columns, axis=1).max(axis=1)
 
 
 def build_contacts(raw_contacts: pa.Table, merges: dict) -> pd.DataFrame:

@@ -1,9 +1,9 @@
 """Timestamps: Gladly's RFC 3339 strings in, tz-aware UTC datetimes out."""
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Optional
 
-UTC = timezone.utc
+UTC = UTC
 
 
 def parse_timestamp(value) -> Optional[datetime]:

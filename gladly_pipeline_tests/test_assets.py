@@ -178,7 +178,7 @@ def test_analytics_conversations_are_named_counted_and_transcribed(emulator, ext
     inbox_names = {i["id"]: i["name"] for i in emulator.data.inboxes}
     assert row["inbox_name"] == inbox_names[conv["inboxId"]]
     assert row["message_count"] == (
-        row["inbound_messages"] + row["outbound_messages"] + row["internal_messages"]
+        row["inbound_messages"] + row["outbound_messages"]
         + _undirected(extracted, row["conversation_id"])
     )
     assert row["transcript"].count("\n") + 1 >= row["inbound_messages"]

@@ -1,30 +1,18 @@
 """The volume budget: billing periods, and the ledger on SQLite and PostgreSQL."""
 
 import multiprocessing
-import os
 import sqlite3
 import threading
 import time
-import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 
-import psycopg2
 import pytest
-from sqlalchemy.engine import make_url
 
 from gladly_pipeline.budget import BudgetLedger, billing_period
 
-UTC = timezone.utc
+UTC = UTC
 MARCH = billing_period(datetime(2026, 3, 9, 12, tzinfo=UTC))
 APRIL = billing_period(datetime(2026, 4, 9, 12, tzinfo=UTC))
-
-# The server on which each PostgreSQL test creates a database of its own (.ci/run sets it too).
-PG_ADMIN_URL = make_url(
-    os.environ.get("GLADLY_TEST_PG_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/test")
-)
-# Set in CI, which has PostgreSQL: there an unreachable server fails instead of skipping.
-REQUIRE_POSTGRES = os.environ.get("GLADLY_REQUIRE_POSTGRES") == "1"
-
 
 class Clock:
     """A settable clock for the ledger's `clock=` argument."""
@@ -44,41 +32,6 @@ def clock():
 @pytest.fixture
 def sqlite_url(tmp_path):
     return f"sqlite:///{tmp_path / 'budget.sqlite3'}"
-
-
-@pytest.fixture
-def postgres_url():
-    """A freshly created PostgreSQL database for one test, dropped afterwards."""
-    name = f"gladly_test_{uuid.uuid4().hex[:12]}"
-    _admin(f'CREATE DATABASE "{name}"')
-    yield PG_ADMIN_URL.set(database=name).render_as_string(hide_password=False)
-    # FORCE: a spawned worker's connection may still be closing.
-    _admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-
-def _admin(statement: str) -> None:
-    try:
-        conn = psycopg2.connect(
-            host=PG_ADMIN_URL.host,
-            port=PG_ADMIN_URL.port,
-            user=PG_ADMIN_URL.username,
-            password=PG_ADMIN_URL.password,
-            dbname=PG_ADMIN_URL.database,
-            connect_timeout=5,
-        )
-    except psycopg2.OperationalError as exc:
-        where = f"{PG_ADMIN_URL.host}:{PG_ADMIN_URL.port}"
-        first_line = str(exc).strip().splitlines()[0]
-        reason = f"PostgreSQL unreachable at {where} ({first_line}); CI must not skip this"
-        if REQUIRE_POSTGRES:
-            pytest.fail(reason)
-        pytest.skip(reason)
-    conn.autocommit = True  # CREATE and DROP DATABASE refuse to run in a transaction.
-    try:
-        with conn.cursor() as cursor:
-            cursor.execute(statement)
-    finally:
-        conn.close()
 
 
 @pytest.fixture(params=["sqlite", "postgres"])

@@ -157,6 +157,12 @@ def test_base_url_from_subdomain_or_full_url(kwargs, expected):
         ({"base_url": "http://acme.gladly.com"}, "https"),
         ({"base_url": "https://user:pw@acme.gladly.com"}, "credentials"),
         ({"base_url": "acme.gladly.com"}, "not a URL"),
+        ({"subdomain": "-"}, "subdomain"),
+        ({"subdomain": "acme-"}, "subdomain"),
+        ({"subdomain": "a" * 64}, "subdomain"),
+        ({"base_url": "https://acme .gladly.com"}, "host name"),
+        ({"base_url": "http://127.0.0.1:99999"}, "port"),
+        ({"base_url": "https://acme.gladly.com/some/path"}, "path"),
         ({}, "GLADLY_SUBDOMAIN"),
     ],
 )

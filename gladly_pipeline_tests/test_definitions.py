@@ -2,7 +2,7 @@
 
 from dagster import AssetKey
 
-from gladly_pipeline.definitions import defs, gladly_host
+from gladly_pipeline.definitions import defs, gladly_host, optional_settings
 
 RAW = ["messages", "conversations", "contacts"]
 
@@ -44,3 +44,20 @@ def test_api_token_is_wired_as_an_env_var_not_a_value():
     gladly = defs.resources["gladly"]
     # The UI shows the variable's name; the value is resolved only when a run starts.
     assert "GLADLY_API_TOKEN" in repr(gladly.api_token)
+
+
+def test_budget_and_schedule_settings_come_from_env_vars_when_set(monkeypatch):
+    monkeypatch.setenv("GLADLY_CONVERSATIONS_PER_PERIOD", "5000")
+    monkeypatch.delenv("GLADLY_BILLING_PERIOD_START_DAY", raising=False)
+    settings = optional_settings()
+    assert set(settings) == {"conversations_per_period"}
+    assert settings["conversations_per_period"].env_var_name == "GLADLY_CONVERSATIONS_PER_PERIOD"
+
+
+def test_sensors_start_running_by_default():
+    names = {s.name: s.default_status.value for s in defs.sensors}
+    assert names == {
+        "gladly_export_jobs": "RUNNING",
+        "gladly_intraday": "RUNNING",
+        "gladly_automation": "RUNNING",
+    }

@@ -14,7 +14,7 @@ import sys
 import time
 import uuid
 from collections import Counter
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -23,7 +23,7 @@ import requests
 from gladly_pipeline.emulator import EmulatorConfig, generate, start_emulator
 from gladly_pipeline.emulator.data import parse_timestamp
 
-UTC = timezone.utc
+UTC = UTC
 # The day after the 2026 US spring-forward switch (2026-03-08), so daily-local windows cross it.
 NOW = datetime(2026, 3, 9, 12, 0, tzinfo=UTC)
 AUTH = ("agent@example.com", "emulator-token")

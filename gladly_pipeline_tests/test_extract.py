@@ -5,8 +5,8 @@ import json
 import pyarrow.parquet as pq
 import pytest
 
-from gladly_pipeline.client import GladlyDataError
-from gladly_pipeline.extract import extract_messages
+from gladly_pipeline.client import GladlyDataError, GladlyNotFound
+from gladly_pipeline.extract import ExportNotAvailable, extract_messages, fetch_conversations
 from gladly_pipeline.schemas import RAW_MESSAGES
 from gladly_pipeline.storage import TableStore
 from gladly_pipeline.windows import window_for_day
@@ -92,3 +92,35 @@ def test_items_outside_the_day_are_left_for_their_own_partition(tmp_path):
     assert stats.outside_window == 1
     assert table.column("id").to_pylist() == ["a"]
     assert table.schema.equals(RAW_MESSAGES)
+
+
+def test_completed_job_without_an_items_file_is_not_taken_as_an_empty_day(tmp_path):
+    client = ExportFiles({"job-1": [line("a")]})
+    jobs = client.export_jobs()
+    jobs[0]["files"] = ["agents.jsonl", "customers.jsonl", "topics.jsonl"]
+    store = TableStore(tmp_path)
+    path = store.raw_partition("messages", DAY)
+    with pytest.raises(ExportNotAvailable, match="not listed"):
+        extract_messages(client, window_for_day(DAY), store, path, jobs=jobs)
+    assert not path.exists()
+
+
+class Lookups:
+    """Answers GET conversation for some ids and 404 for the rest."""
+
+    def __init__(self, known):
+        self.known = set(known)
+
+    def conversation(self, conversation_id):
+        if conversation_id not in self.known:
+            raise GladlyNotFound("gone", status=404, path="/x")
+        return {"id": conversation_id, "customerId": "p", "inboxId": "i",
+                "status": "OPEN", "createdAt": "2026-03-08T10:00:00Z"}
+
+
+def test_a_few_404s_are_merges_but_many_fail_the_day():
+    ids = [f"c{n}" for n in range(40)]
+    table, stats = fetch_conversations(Lookups(ids[:-2]), ids, workers=1)
+    assert table.num_rows == 38 and len(stats.not_found) == 2
+    with pytest.raises(GladlyDataError, match="10 of 40 conversations answered 404"):
+        fetch_conversations(Lookups(ids[:30]), ids, workers=1)

@@ -1,6 +1,6 @@
 """The intraday (Events API) path and the export path agree on the same day's rows."""
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pyarrow.parquet as pq
 from dagster import materialize
@@ -11,7 +11,7 @@ from gladly_pipeline.storage import TableStore
 
 from .conftest import make_resources, small_config
 
-UTC = timezone.utc
+UTC = UTC
 DAY = "2026-03-08"
 # Where and how an item was fetched differs by path; what it says must not.
 PROVENANCE = {"raw_json", "source_job_id"}

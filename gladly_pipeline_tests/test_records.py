@@ -1,7 +1,7 @@
 """Each content type's columns, and the documented quirks, in the raw `messages` row."""
 
 import json
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pyarrow as pa
 import pytest
@@ -9,7 +9,7 @@ import pytest
 from gladly_pipeline.records import contact_row, conversation_row, message_row
 from gladly_pipeline.schemas import RAW_CONTACTS, RAW_CONVERSATIONS, RAW_MESSAGES
 
-UTC = timezone.utc
+UTC = UTC
 FETCHED = datetime(2026, 3, 9, tzinfo=UTC)
 
 

@@ -1,6 +1,6 @@
 """The export-job and intraday sensors: cursors, first run, ties, DST, run keys."""
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from dagster import SensorResult, build_sensor_context
@@ -11,7 +11,7 @@ from gladly_pipeline.sensors.plan import JobCursor, plan_export_runs
 
 from .conftest import make_resources, small_config
 
-UTC = timezone.utc
+UTC = UTC
 
 
 def job(job_id, start, end, updated):

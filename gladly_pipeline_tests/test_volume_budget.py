@@ -1,7 +1,7 @@
 """The volume budget in the pipeline: deferral, the sensor's stop, the next period, races."""
 
 import threading
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pyarrow.parquet as pq
 from dagster import SkipReason, build_sensor_context, materialize
@@ -14,7 +14,7 @@ from gladly_pipeline.storage import TableStore
 
 from .conftest import make_resources, small_config
 
-UTC = timezone.utc
+UTC = UTC
 RAW = [messages, conversations, contacts]
 # Periods start on the 10th, so moving the emulator's clock a day crosses into the next.
 BUDGET = {"conversations_per_period": 3, "billing_period_start_day": 10}

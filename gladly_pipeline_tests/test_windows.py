@@ -1,13 +1,13 @@
 """Partition windows in UTC and how export jobs are chosen to cover them."""
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from gladly_pipeline.extract import ExportNotAvailable, covered_days, jobs_for_window
 from gladly_pipeline.windows import Window, daily_partitions, window_for_day
 
-UTC = timezone.utc
+UTC = UTC
 
 
 def job(job_id, start, end, updated=None, status="COMPLETED"):

@@ -7,7 +7,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import Any, Optional
 from urllib.parse import quote, urlsplit
@@ -235,7 +235,9 @@ class GladlyClient:
         delivered = 0
         failures = 0
         while True:
-            response = self._send(path, params=params, stream=True)
+            # Export files may be served through a storage redirect (an open question in
+            # Gladly's docs); requests drops the credentials when the host changes.
+            response = self._send(path, params=params, stream=True, follow_redirects=True)
             seen = 0
             try:
                 for line in response.iter_lines(chunk_size=STREAM_CHUNK_BYTES):
@@ -282,6 +284,7 @@ class GladlyClient:
         params: Optional[dict] = None,
         stream: bool = False,
         expect: tuple = (200,),
+        follow_redirects: bool = False,
     ) -> requests.Response:
         url = self.base_url + path
         waited = 0.0
@@ -294,7 +297,7 @@ class GladlyClient:
                     params=params,
                     timeout=self._timeout,
                     stream=stream,
-                    allow_redirects=False,
+                    allow_redirects=follow_redirects,
                 )
             except (requests.ConnectionError, requests.Timeout) as exc:
                 self.stats.add(network_errors=1)
@@ -331,7 +334,7 @@ class GladlyClient:
             return
         # A malformed Date header leaves the last good reading in place.
         with contextlib.suppress(TypeError, ValueError):
-            self._server_date = parsedate_to_datetime(stamp).astimezone(timezone.utc)
+            self._server_date = parsedate_to_datetime(stamp).astimezone(UTC)
 
     def _count_transient(self, status: int) -> None:
         if status == 429:

@@ -5,7 +5,8 @@ import re
 from typing import Optional
 from urllib.parse import urlsplit
 
-_SUBDOMAIN = re.compile(r"^[A-Za-z0-9-]+$")
+# One DNS label: letters, digits and inner hyphens, at most 63 characters.
+_LABEL = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?$")
 _LOOPBACK_NAMES = {"localhost"}
 
 
@@ -19,7 +20,7 @@ def resolve_base_url(*, subdomain: Optional[str] = None, base_url: Optional[str]
     if base_url:
         return _check_base_url(base_url)
     if subdomain:
-        if not _SUBDOMAIN.match(subdomain):
+        if not _LABEL.match(subdomain):
             raise ValueError(
                 f"Gladly subdomain {subdomain!r} is not valid: use only letters, digits and "
                 "'-' (the part before .gladly.com), or set a full base URL instead"
@@ -30,10 +31,17 @@ def resolve_base_url(*, subdomain: Optional[str] = None, base_url: Optional[str]
 
 def _check_base_url(raw: str) -> str:
     parts = urlsplit(raw.strip())
+    example = "expected e.g. https://acme.us-1.gladly.com"
     if parts.scheme not in ("https", "http") or not parts.hostname:
-        raise ValueError(
-            f"Gladly base URL {raw!r} is not a URL: expected e.g. https://acme.us-1.gladly.com"
-        )
+        raise ValueError(f"Gladly base URL {raw!r} is not a URL: {example}")
+    try:
+        parts.port  # noqa: B018 - urlsplit checks the port only when it is read
+    except ValueError:
+        raise ValueError(f"Gladly base URL {raw!r} has an invalid port: {example}") from None
+    if not is_loopback(parts.hostname) and not all(
+        _LABEL.match(label) for label in parts.hostname.split(".")
+    ):
+        raise ValueError(f"Gladly base URL {raw!r} has an invalid host name: {example}")
     if parts.username or parts.password or parts.query or parts.fragment:
         raise ValueError(
             "Gladly base URL must not carry credentials, a query or a fragment; "
@@ -46,10 +54,11 @@ def _check_base_url(raw: str) -> str:
         )
     path = parts.path.rstrip("/")
     # Every API path already starts with /api/v1; accept a URL that includes it.
-    if path.endswith("/api/v1"):
-        path = path[: -len("/api/v1")]
-    host = parts.netloc
-    return f"{parts.scheme}://{host}{path}"
+    if path not in ("", "/api/v1"):
+        raise ValueError(
+            f"Gladly base URL {raw!r} has a path: give only the scheme and host ({example})"
+        )
+    return f"{parts.scheme}://{parts.netloc}"
 
 
 def is_loopback(hostname: str) -> bool:
