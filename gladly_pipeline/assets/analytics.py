@@ -65,8 +65,10 @@ RAW = [AssetKey(["raw", name]) for name in
             description=(
                 "One row per conversation, latest known state: status, created, last "
                 "activity and closed times, contact, inbox, agent and topic names, who "
-                "started it, message counts by direction and channel, first response and "
-                "resolution times in seconds, and the whole transcript in order."
+                "started it, message counts by direction and channel, first agent "
+                "response and resolution times in seconds, and the whole transcript in "
+                "order. `history_complete` is false when the conversation began before "
+                "the first extracted day; its start-based fields are then empty."
             ),
         ),
         AssetSpec(
