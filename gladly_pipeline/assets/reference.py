@@ -19,8 +19,14 @@ from ..timeutil import UTC
 from .raw import GLADLY_POOL
 
 GROUP = "gladly_raw"
-# Fetched when missing, then once a day: names change rarely and cost one request each.
-REFRESH_DAILY = AutomationCondition.on_missing() | AutomationCondition.on_cron("0 5 * * *")
+# Fetched when missing (also on a fresh install, which Dagster's on_missing() skips), then
+# once a day: names change rarely and cost one request each. After a failed fetch it waits
+# for the daily tick instead of retrying every minute.
+REFRESH_DAILY = (
+    AutomationCondition.missing()
+    & ~AutomationCondition.in_progress()
+    & ~AutomationCondition.execution_failed()
+).with_label("missing") | AutomationCondition.on_cron("0 5 * * *")
 
 _DESCRIPTIONS = {
     "agents": "Gladly agents (id, name, email), to name who handled a conversation.",
