@@ -18,7 +18,13 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from .client import GladlyClient, GladlyDataError, GladlyNotFound
-from .records import contact_row, conversation_row, merged_contact_row, message_row
+from .records import (
+    contact_row,
+    conversation_row,
+    deleted_contact_row,
+    merged_contact_row,
+    message_row,
+)
 from .schemas import RAW_CONTACTS, RAW_CONVERSATIONS, RAW_MESSAGES
 from .storage import TableStore
 from .timeutil import UTC, format_timestamp, parse_timestamp
@@ -459,7 +465,9 @@ def fetch_contacts(
         survivors = []
         for customer_id, lookup in _fan_out(client.customer_profile, pending, workers):
             if lookup is None:
+                # Kept as a row, so the contact shows as deleted rather than vanishing.
                 stats.not_found.append(customer_id)
+                rows.append(deleted_contact_row(customer_id, fetched_at))
             elif lookup.merged_into:
                 stats.merged += 1
                 rows.append(merged_contact_row(customer_id, lookup.merged_into, fetched_at))

@@ -82,6 +82,7 @@ def contact_row(profile: dict, fetched_at: datetime) -> dict:
     return {
         "id": profile["id"],
         "merged_into": None,
+        "deleted": False,
         "name": _str(profile.get("name")),
         "address": _str(profile.get("address")),
         "emails": [_str(e.get("original")) for e in emails if e.get("original")],
@@ -101,14 +102,28 @@ def contact_row(profile: dict, fetched_at: datetime) -> dict:
 
 def merged_contact_row(old_id: str, new_id: str, fetched_at: datetime) -> dict:
     """A profile id Gladly answered with 301: it now lives on as `new_id`."""
-    row = {name: None for name in contact_row({"id": old_id}, fetched_at)}
+    return _placeholder_contact(
+        old_id, fetched_at, merged_into=new_id, raw={"id": old_id, "mergedInto": new_id}
+    )
+
+
+def deleted_contact_row(customer_id: str, fetched_at: datetime) -> dict:
+    """A profile id Gladly answered with 404: deleted (e.g. a privacy request)."""
+    return _placeholder_contact(
+        customer_id, fetched_at, deleted=True, raw={"id": customer_id, "notFound": True}
+    )
+
+
+def _placeholder_contact(customer_id, fetched_at, *, raw, merged_into=None, deleted=False):
+    row = {name: None for name in contact_row({"id": customer_id}, fetched_at)}
     row.update(
-        id=old_id,
-        merged_into=new_id,
+        id=customer_id,
+        merged_into=merged_into,
+        deleted=deleted,
         emails=[],
         phones=[],
         fetched_at=fetched_at,
-        raw_json=_dumps({"id": old_id, "mergedInto": new_id}),
+        raw_json=_dumps(raw),
     )
     return row
 

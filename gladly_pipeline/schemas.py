@@ -64,6 +64,7 @@ RAW_CONTACTS = pa.schema(
     [
         pa.field("id", STR, nullable=False),
         pa.field("merged_into", STR),
+        pa.field("deleted", pa.bool_()),
         pa.field("name", STR),
         pa.field("address", STR),
         pa.field("emails", STR_LIST),
@@ -185,6 +186,7 @@ ANALYTICS_CONTACTS = pa.schema(
         pa.field("created_at", TS),
         pa.field("updated_at", TS),
         pa.field("active", pa.bool_()),
+        pa.field("deleted", pa.bool_()),
         pa.field("merged_into", STR),
         pa.field("merged_ids", STR_LIST),
         pa.field("conversation_count", pa.int64()),

@@ -251,7 +251,8 @@ def build_contacts(raw_contacts: pa.Table, merges: dict) -> pd.DataFrame:
             "custom_attributes_json": profiles["custom_attributes_json"],
             "created_at": profiles["created_at"],
             "updated_at": profiles["updated_at"],
-            "active": merged_into.isna(),
+            "active": merged_into.isna() & ~profiles["deleted"].fillna(False).astype(bool),
+            "deleted": profiles["deleted"].fillna(False).astype(bool),
             "merged_into": merged_into,
             "merged_ids": profiles["id"].map(absorbed),
         }

@@ -5,8 +5,13 @@ import json
 import pyarrow.parquet as pq
 import pytest
 
-from gladly_pipeline.client import GladlyDataError, GladlyNotFound
-from gladly_pipeline.extract import ExportNotAvailable, extract_messages, fetch_conversations
+from gladly_pipeline.client import GladlyDataError, GladlyNotFound, ProfileLookup
+from gladly_pipeline.extract import (
+    ExportNotAvailable,
+    extract_messages,
+    fetch_contacts,
+    fetch_conversations,
+)
 from gladly_pipeline.schemas import RAW_MESSAGES
 from gladly_pipeline.storage import TableStore
 from gladly_pipeline.windows import window_for_day
@@ -124,3 +129,24 @@ def test_a_few_404s_are_merges_but_many_fail_the_day():
     assert table.num_rows == 38 and len(stats.not_found) == 2
     with pytest.raises(GladlyDataError, match="10 of 40 conversations answered 404"):
         fetch_conversations(Lookups(ids[:30]), ids, workers=1)
+
+
+class Profiles:
+    """GET customer-profiles: p1 exists, old was merged into p1, gone answers 404."""
+
+    def customer_profile(self, customer_id):
+        if customer_id == "p1":
+            return ProfileLookup("p1", {"id": "p1", "name": "Ada"})
+        if customer_id == "old":
+            return ProfileLookup("old", None, merged_into="p1")
+        raise GladlyNotFound("gone", status=404, path="/x")
+
+
+def test_contacts_keep_merged_and_deleted_profiles_as_rows():
+    ids = ["old", "gone"] + [f"p{n}" for n in range(1, 2)]
+    table, stats = fetch_contacts(Profiles(), ids, workers=1)
+    rows = {r["id"]: r for r in table.to_pylist()}
+    assert rows["old"]["merged_into"] == "p1" and not rows["old"]["deleted"]
+    assert rows["gone"]["deleted"] is True
+    assert rows["p1"]["name"] == "Ada" and rows["p1"]["deleted"] is False
+    assert stats.merged == 1 and stats.not_found == ["gone"]

@@ -8,6 +8,7 @@ import pyarrow as pa
 from gladly_pipeline.records import (
     contact_row,
     conversation_row,
+    deleted_contact_row,
     merged_contact_row,
     message_row,
 )
@@ -117,3 +118,14 @@ def test_merged_contact_resolves_to_the_survivor_everywhere():
     assert convs.loc["c1", "contact_email"] == "ada@x.com"
     assert convs.loc["c1", "inbox_name"] == "Support"
     assert list(convs.loc["c1", "topic_names"]) == ["Billing"]
+
+
+def test_deleted_profile_is_kept_as_inactive_not_active():
+    profiles = [
+        contact_row({"id": "p1", "name": "Ada"}, FETCHED),
+        deleted_contact_row("p2", FETCHED),
+    ]
+    raw = pa.Table.from_pylist(profiles, schema=RAW_CONTACTS)
+    people = build_contacts(raw, merge_map(raw.to_pandas())).set_index("contact_id")
+    assert people.loc["p1", "active"] and not people.loc["p1", "deleted"]
+    assert not people.loc["p2", "active"] and people.loc["p2", "deleted"]
