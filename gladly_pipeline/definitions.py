@@ -61,6 +61,13 @@ def optional_settings() -> dict:
     }
 
 
+def privacy_settings() -> dict:
+    """Hash personal data in the analytics tables when GLADLY_HASH_PERSONAL_DATA is on."""
+    if os.environ.get("GLADLY_HASH_PERSONAL_DATA", "").lower() not in ("1", "true", "yes"):
+        return {}
+    return {"hash_personal_data": True, "personal_data_salt": EnvVar("GLADLY_PII_SALT")}
+
+
 # Dagster creates this sensor stopped by default; the product relies on it to rebuild the
 # analytics tables after new raw data, so it starts running.
 automation_sensor = AutomationConditionSensorDefinition(
@@ -85,6 +92,6 @@ defs = Definitions(
             username=EnvVar("GLADLY_USERNAME"),
             api_token=EnvVar("GLADLY_API_TOKEN"),
         ),
-        "data_root": DataRoot(),
+        "data_root": DataRoot(**privacy_settings()),
     },
 )

@@ -9,6 +9,7 @@ from pydantic import Field
 
 from .budget import BillingPeriod, BudgetLedger, billing_period
 from .client import GladlyClient, RetryPolicy, resolve_base_url
+from .privacy import Pseudonymizer
 from .storage import TableStore
 
 DEFAULT_DATA_ROOT = "data"
@@ -118,6 +119,23 @@ class DataRoot(ConfigurableResource):
         default=None,
         description="Folder of the tables; unset means $GLADLY_DATA_ROOT, else ./data.",
     )
+
+    hash_personal_data: bool = Field(
+        default=False,
+        description=(
+            "Replace names, email addresses and phone numbers in the analysis-ready tables "
+            "with salted hashes (raw tables keep Gladly's data as sent)."
+        ),
+    )
+    personal_data_salt: Optional[str] = Field(
+        default=None,
+        description="Secret salt of those hashes; pass it as an EnvVar (GLADLY_PII_SALT).",
+    )
+
+    def pseudonymizer(self) -> Optional[Pseudonymizer]:
+        if not self.hash_personal_data:
+            return None
+        return Pseudonymizer(self.personal_data_salt or "")
 
     def store(self) -> TableStore:
         # Resolved when a run starts, not at import, so the env of the run process counts.

@@ -10,6 +10,7 @@ from dagster import (
     multi_asset,
 )
 
+from ..privacy import hash_contacts, hash_messages
 from ..resources import DataRoot
 from ..schemas import (
     ANALYTICS_CONTACTS,
@@ -93,10 +94,17 @@ def analytics_tables(context: AssetExecutionContext, data_root: DataRoot):
         "Building tables from %d raw items, %d conversation rows, %d profile rows",
         raw_messages.num_rows, raw_conversations.num_rows, raw_contacts.num_rows,
     )
+    hasher = data_root.pseudonymizer()
     merges = merge_map(raw_contacts.to_pandas())
     contacts = build_contacts(raw_contacts, merges)
+    if hasher:
+        # Before anything is derived from them, so names and emails never leak into
+        # messages, conversations or transcripts.
+        contacts = hash_contacts(contacts, hasher)
     names = _names(store, contacts)
     messages = build_messages(raw_messages, merges, names)
+    if hasher:
+        messages = hash_messages(messages, hasher)
     conversations = build_conversations(raw_conversations, messages, merges, names, contacts)
     contacts = add_conversation_span(contacts, conversations)
     outputs = [
@@ -114,6 +122,7 @@ def analytics_tables(context: AssetExecutionContext, data_root: DataRoot):
                 "dagster/row_count": len(frame),
                 "path": MetadataValue.path(str(path)),
                 "merged_contacts": len(merges),
+                "personal_data_hashed": hasher is not None,
             },
         )
 

@@ -1,0 +1,80 @@
+"""Pseudonymisation: names, email addresses and phone numbers as salted hashes.
+
+The same value and salt always give the same hash, so joins and counts across runs still
+work, while the tables no longer hold who the customers are. Free text (message bodies,
+subjects, transcripts) has its email addresses and phone numbers replaced; a name typed
+inside a message cannot be recognised and stays (see the README's limitations).
+"""
+
+import hashlib
+import hmac
+import re
+
+import pandas as pd
+
+HASH_PREFIX = "h:"
+HASH_CHARS = 24
+
+EMAIL = re.compile(r"[\w.+'-]+@[\w-]+(?:\.[\w-]+)+")
+# E.164 (+15550100123) and North American formats ((555) 010-0123, 555.010.0123).
+PHONE = re.compile(r"\+\d{8,15}\b|\(?\b\d{3}\)?[\s.-]\d{3}[\s.-]\d{4}\b")
+
+
+class Pseudonymizer:
+    """Replaces personal values with keyed hashes (HMAC-SHA256 with the salt)."""
+
+    def __init__(self, salt: str):
+        if not salt or len(salt) < 16:
+            raise ValueError(
+                "GLADLY_PII_SALT must be set to a secret of at least 16 characters when "
+                "personal data is hashed; keep it stable, or joins across runs break"
+            )
+        self._key = salt.encode("utf-8")
+
+    def value(self, value):
+        if value is None or (isinstance(value, float) and value != value):
+            return None
+        normal = str(value).strip().lower()
+        digest = hmac.new(self._key, normal.encode("utf-8"), hashlib.sha256).hexdigest()
+        return HASH_PREFIX + digest[:HASH_CHARS]
+
+    def text(self, value):
+        """Free text with the email addresses and phone numbers in it hashed."""
+        if not isinstance(value, str):
+            return value
+        value = EMAIL.sub(lambda m: self.value(m.group(0)), value)
+        return PHONE.sub(lambda m: self.value(_digits(m.group(0))), value)
+
+    def column(self, series: pd.Series) -> pd.Series:
+        return series.map(self.value, na_action="ignore")
+
+    def list_column(self, series: pd.Series) -> pd.Series:
+        return series.map(lambda items: [self.value(v) for v in items], na_action="ignore")
+
+    def text_column(self, series: pd.Series) -> pd.Series:
+        return series.map(self.text, na_action="ignore")
+
+
+def _digits(phone: str) -> str:
+    # (555) 010-0123 and 555.010.0123 are one number: hash the digits only.
+    return re.sub(r"[^\d+]", "", phone)
+
+
+def hash_contacts(contacts: pd.DataFrame, p: Pseudonymizer) -> pd.DataFrame:
+    out = contacts.copy()
+    for column in ("name", "primary_email", "primary_phone", "address"):
+        out[column] = p.column(out[column])
+    for column in ("emails", "phones"):
+        out[column] = p.list_column(out[column])
+    return out
+
+
+def hash_messages(messages: pd.DataFrame, p: Pseudonymizer) -> pd.DataFrame:
+    """Addresses and free text; customer sender names come hashed from the contacts."""
+    out = messages.copy()
+    out["from_address"] = p.column(out["from_address"])
+    for column in ("to_addresses", "cc_addresses"):
+        out[column] = p.list_column(out[column])
+    for column in ("content", "subject"):
+        out[column] = p.text_column(out[column])
+    return out
