@@ -11,7 +11,9 @@ A file is written under a hidden temporary name in its final folder and renamed 
 the old one, so readers see the previous version or the new one, never a partial file.
 """
 
+import contextlib
 import os
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -52,6 +54,7 @@ class TableStore:
     def writer(self, path: Path, schema: pa.Schema) -> Iterator[pq.ParquetWriter]:
         """Yields a Parquet writer whose file replaces `path` only if the block succeeds."""
         path.parent.mkdir(parents=True, exist_ok=True)
+        _remove_stale_temporaries(path.parent)
         # Hidden and without the .parquet suffix: no reader's glob or dataset picks it up.
         temp = path.parent / f".{path.name}.{uuid.uuid4().hex}.tmp"
         writer = pq.ParquetWriter(temp, schema, compression=COMPRESSION)
@@ -91,6 +94,22 @@ class TableStore:
             return schema.empty_table()
         dataset = ds.dataset(folder, format="parquet", schema=schema, partitioning="hive")
         return dataset.to_table()
+
+
+# A run killed outright (SIGKILL, OOM, a lost pod) leaves its hidden temporary files
+# behind. They are invisible to readers; one older than this cannot belong to a live
+# write (a day's file is written in seconds to minutes), so the next write removes it.
+STALE_TEMPORARY_SECONDS = 3600
+
+
+def _remove_stale_temporaries(folder: Path) -> None:
+    cutoff = time.time() - STALE_TEMPORARY_SECONDS
+    for leftover in folder.glob(".*"):
+        if leftover.suffix not in (".tmp", ".staging"):
+            continue
+        with contextlib.suppress(FileNotFoundError):
+            if leftover.stat().st_mtime < cutoff:
+                leftover.unlink()
 
 
 def _fsync(path: Path) -> None:

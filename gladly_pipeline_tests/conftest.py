@@ -24,6 +24,21 @@ USERNAME = "api-user@example.com"
 FAST_RETRY = RetryPolicy(max_attempts=4, base_seconds=0.01, cap_seconds=0.05)
 
 
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """Fails any test whose captured output or error text shows the API token.
+
+    Covers every log line, print and traceback the suite produces, so a leak anywhere
+    (client, assets, Dagster's run logs) is caught where it happens.
+    """
+    outcome = yield
+    report = outcome.get_result()
+    captured = "\n".join(content for _, content in report.sections)
+    if TOKEN in captured or TOKEN in (report.longreprtext or ""):
+        report.outcome = "failed"
+        report.longrepr = f"the Gladly API token appeared in the output of {item.nodeid}"
+
+
 def small_config(**overrides) -> EmulatorConfig:
     settings = dict(
         seed=7,
