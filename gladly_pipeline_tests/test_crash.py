@@ -22,16 +22,20 @@ PERIOD = billing_period(datetime(2026, 3, 9, 12, tzinfo=UTC))
 
 
 def start(root: Path) -> subprocess.Popen:
+    root.mkdir(parents=True, exist_ok=True)
+    log = open(root.parent / f"{root.name}-worker.log", "ab")  # noqa: SIM115 - child owns it
     return subprocess.Popen(
         [sys.executable, "-m", "gladly_pipeline_tests.crash_worker", str(root), DAY],
-        cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
         env={**os.environ, "DAGSTER_DISABLE_TELEMETRY": "1"},
     )
 
 
 def run_to_end(root: Path) -> float:
     began = time.monotonic()
-    assert start(root).wait(timeout=300) == 0
+    code = start(root).wait(timeout=300)
+    log = (root.parent / f"{root.name}-worker.log").read_text(errors="replace")
+    assert code == 0, f"worker failed ({code}); its log ends:\n{log[-3000:]}"
     return time.monotonic() - began
 
 
