@@ -1,0 +1,138 @@
+"""The intraday path: the Events API says which conversations moved; REST gives their items."""
+
+import json
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Optional
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from ..client import GladlyClient
+from ..records import message_row
+from ..schemas import RAW_MESSAGES
+from ..storage import TableStore
+from ..timeutil import format_timestamp, parse_timestamp
+from ..windows import Window
+from .coverage import ExportNotAvailable
+from .rest import fan_out
+from .staging import Admit, MessageStats, RowSink, publish
+
+EVENT_ENTITIES = ("CONTACT", "CONVERSATION", "CUSTOMER_PROFILE", "CUSTOMER")
+EVENTS_REACH = timedelta(hours=24)
+# Asking for exactly 24 hours back races Gladly's clock; stay a little inside the limit.
+EVENTS_MARGIN = timedelta(minutes=2)
+# Content types Gladly's export files carry. The intraday path keeps to them so that the
+# export rebuild of the same day gives the same rows (TWITTER, VOICE_AI_MESSAGE are not
+# exported).
+EXPORTED_TYPES = frozenset({
+    "CHAT_MESSAGE", "CONVERSATION_STATUS_CHANGE", "CUSTOMER_ACTIVITY", "EMAIL",
+    "FACEBOOK_MESSAGE", "CONVERSATION_NOTE", "PHONE_CALL", "SMS", "TOPIC_CHANGE",
+    "VOICEMAIL", "INSTAGRAM_DIRECT", "WHATSAPP",
+})
+
+
+def events_reach(window: Window, now: datetime) -> Optional[Window]:
+    """The part of `window` the Events API can still answer for, or None."""
+    start = max(window.start, now - EVENTS_REACH + EVENTS_MARGIN)
+    end = min(window.end, now)
+    return Window(start, end) if start < end else None
+
+
+def extract_messages_from_events(
+    client: GladlyClient,
+    window: Window,
+    store: TableStore,
+    path: Path,
+    *,
+    now: datetime,
+    workers: int = 4,
+    admit: Admit = None,
+) -> MessageStats:
+    """Refreshes a day not yet exported: items of the conversations events say moved.
+
+    Rows already in the partition for conversations that did not move are kept, so a
+    day is assembled across refreshes even though events reach back only 24 hours.
+    """
+    reach = events_reach(window, now)
+    if reach is None:
+        raise ExportNotAvailable(
+            f"Day {window.day} is not exported yet and lies beyond the Events API's "
+            "24-hour reach; it will be extracted when its export job lands"
+        )
+    stats = MessageStats(source="events")
+    touched = _touched_conversations(client, reach, stats)
+    rows = []
+    for conversation_id, items in fan_out(client.conversation_items, sorted(touched), workers):
+        if items is None:
+            continue
+        if items.limited:
+            stats.capped_conversations.append(conversation_id)
+        rows.extend(_event_path_rows(items, window, stats))
+    kept = _unchanged_rows(store, path, touched)
+    stage = store.staging(path)
+    try:
+        with store.writer(stage, RAW_MESSAGES) as writer:
+            sink = RowSink(writer, stats)
+            for row in kept + rows:
+                sink.add(row)
+            sink.flush()
+        publish(store, stage, path, stats, admit)
+    finally:
+        stage.unlink(missing_ok=True)
+    return stats
+
+
+def _touched_conversations(client: GladlyClient, reach: Window, stats: MessageStats) -> set:
+    touched = set()
+    lines = client.event_lines(
+        start_at=format_timestamp(reach.start),
+        end_at=format_timestamp(reach.end),
+        entities=EVENT_ENTITIES,
+    )
+    for position, raw in enumerate(lines, start=1):
+        if not raw.strip():
+            continue
+        try:
+            event = json.loads(raw)
+            content = event.get("content") or {}
+        except (ValueError, AttributeError):
+            stats.malformed += 1
+            stats.malformed_positions.append(f"events:{position}")
+            continue
+        stats.events += 1
+        for key in ("conversationId", "sourceConversationId", "destinationConversationId"):
+            if isinstance(content.get(key), str):
+                touched.add(content[key])
+    stats.conversations_touched = len(touched)
+    return touched
+
+
+def _event_path_rows(items: list, window: Window, stats: MessageStats) -> list:
+    rows = []
+    for item in items:
+        if not isinstance(item, dict) or not isinstance(item.get("id"), str):
+            stats.malformed += 1
+            continue
+        content = item.get("content") or {}
+        timestamp = parse_timestamp(item.get("timestamp"))
+        if content.get("type") not in EXPORTED_TYPES or timestamp is None:
+            continue
+        if not window.contains(timestamp):
+            continue
+        rows.append(message_row(item, _dumps_item(item), None))
+    return rows
+
+
+def _unchanged_rows(store: TableStore, path: Path, touched: set) -> list:
+    """Rows of the current partition whose conversation the events did not touch."""
+    if not path.exists():
+        return []
+    table = store.read(path, RAW_MESSAGES)
+    moved = pa.array(sorted(touched), pa.string())
+    keep = pc.invert(pc.fill_null(pc.is_in(table["conversation_id"], moved), False))
+    return table.filter(keep).to_pylist()
+
+
+def _dumps_item(item: dict) -> str:
+    return json.dumps(item, separators=(",", ":"), ensure_ascii=False)

@@ -1,0 +1,154 @@
+"""The export path: a day's conversation items streamed from the export jobs covering it."""
+
+import json
+import logging
+from pathlib import Path
+from typing import Optional
+
+from ..client import GladlyClient, GladlyDataError, GladlyNotFound
+from ..records import message_row
+from ..schemas import RAW_MESSAGES
+from ..storage import TableStore
+from ..timeutil import parse_timestamp
+from ..windows import Window
+from .coverage import ExportNotAvailable, jobs_for_window
+from .staging import Admit, MessageStats, RowSink, publish
+
+log = logging.getLogger(__name__)
+
+ITEMS_FILE = "conversation_items.jsonl"
+
+# A file with more malformed lines than this share (once it has a few lines) is not
+# trusted: the run fails rather than writing a table with holes in it.
+MAX_MALFORMED_SHARE = 0.10
+MIN_LINES_FOR_SHARE = 20
+
+
+def extract_messages(
+    client: GladlyClient,
+    window: Window,
+    store: TableStore,
+    path: Path,
+    *,
+    jobs: Optional[list] = None,
+    admit: Admit = None,
+) -> MessageStats:
+    """Writes every conversation item of `window` from the export jobs covering it.
+
+    `admit` receives {conversation_id: first activity in the window} and returns the
+    conversation ids to leave out (the volume budget); their items are not written.
+    """
+    if jobs is None:
+        jobs = client.export_jobs(status="COMPLETED")
+    skipped: list = []
+    while True:
+        try:
+            covering = jobs_for_window([j for j in jobs if j["id"] not in skipped], window)
+        except ExportNotAvailable as gap:
+            if not skipped:
+                raise
+            gone = ", ".join(skipped)
+            raise ExportNotAvailable(
+                f"{gap} Export jobs {gone} were skipped: listed as COMPLETED, but their "
+                f"{ITEMS_FILE} files are gone (expired or deleted) or not listed."
+            ) from None
+        try:
+            stats = _extract_from_jobs(client, covering, window, store, path, admit)
+        except ExportFileGone as gone:
+            # Listed as COMPLETED but its files expired or were deleted: report it and
+            # try without it; if the other jobs do not cover the day, that says so.
+            log.warning("%s; extracting %s without it", gone, window.day)
+            skipped.append(gone.job_id)
+            continue
+        stats.skipped_jobs = skipped
+        return stats
+
+
+class ExportFileGone(Exception):
+    """A COMPLETED job whose items file cannot be read: expired, deleted or never listed."""
+
+    def __init__(self, job_id: str, why: str = "is gone (expired or deleted)"):
+        super().__init__(f"Export job {job_id} is listed as COMPLETED but its {ITEMS_FILE} {why}")
+        self.job_id = job_id
+
+
+def _extract_from_jobs(client, jobs, window, store, path, admit) -> MessageStats:
+    stats = MessageStats(jobs=[job["id"] for job in jobs])
+    seen: set = set()
+    stage = store.staging(path)
+    try:
+        with store.writer(stage, RAW_MESSAGES) as writer:
+            sink = RowSink(writer, stats)
+            for job in jobs:
+                for row in _job_items(client, job, window, seen, stats):
+                    sink.add(row)
+            sink.flush()
+        publish(store, stage, path, stats, admit)
+    finally:
+        stage.unlink(missing_ok=True)
+    return stats
+
+
+def _job_items(client, job: dict, window: Window, seen: set, stats: MessageStats):
+    job_id = job["id"]
+    files = job.get("files") or []
+    if ITEMS_FILE not in files:
+        # An empty day and a broken export look alike here; never take it as empty.
+        raise ExportFileGone(job_id, f"is not among its files {sorted(files)}")
+    lines = malformed = 0
+    try:
+        stream = enumerate(client.export_file_lines(job_id, ITEMS_FILE), start=1)
+        for position, raw in stream:
+            if not raw.strip():
+                continue
+            lines += 1
+            item = _parse_item(raw)
+            if item is None:
+                malformed += 1
+                stats.malformed_positions.append(f"{job_id}:{position}")
+                log.warning("Skipping malformed line %d of %s in job %s",
+                            position, ITEMS_FILE, job_id)
+                continue
+            row = _row_in_window(item, raw, job_id, window, seen, stats)
+            if row is not None:
+                yield row
+    except GladlyNotFound:
+        if lines:
+            raise
+        raise ExportFileGone(job_id) from None
+    stats.lines += lines
+    stats.malformed += malformed
+    _check_malformed(job_id, lines, malformed)
+
+
+def _parse_item(raw: bytes) -> Optional[dict]:
+    try:
+        item = json.loads(raw)
+    except ValueError:
+        return None
+    if not isinstance(item, dict) or not isinstance(item.get("id"), str):
+        return None
+    if parse_timestamp(item.get("timestamp")) is None:
+        return None
+    return item
+
+
+def _row_in_window(item, raw, job_id, window, seen, stats) -> Optional[dict]:
+    if item["id"] in seen:
+        stats.duplicates += 1
+        return None
+    timestamp = parse_timestamp(item["timestamp"])
+    if not window.contains(timestamp):
+        stats.outside_window += 1
+        return None
+    seen.add(item["id"])
+    text = raw.decode("utf-8") if isinstance(raw, bytes) else raw
+    return message_row(item, text, job_id)
+
+
+def _check_malformed(job_id: str, lines: int, malformed: int) -> None:
+    if lines >= MIN_LINES_FOR_SHARE and malformed > lines * MAX_MALFORMED_SHARE:
+        raise GladlyDataError(
+            f"{ITEMS_FILE} of export job {job_id} has {malformed} malformed lines out of "
+            f"{lines}: the file is not trustworthy, so nothing was written"
+        )
