@@ -5,24 +5,18 @@ import logging
 from pathlib import Path
 from typing import Optional
 
-from ..client import GladlyClient, GladlyDataError, GladlyNotFound
+from ..client import GladlyClient, GladlyNotFound
 from ..records import message_row
 from ..schemas import RAW_MESSAGES
 from ..storage import TableStore
 from ..timeutil import parse_timestamp
 from ..windows import Window
 from .coverage import ExportNotAvailable, jobs_for_window
-from .staging import Admit, MessageStats, RowSink, publish
+from .staging import Admit, MessageStats, RowSink, check_malformed, publish
 
 log = logging.getLogger(__name__)
 
 ITEMS_FILE = "conversation_items.jsonl"
-
-# A file with more malformed lines than this share (once it has a few lines) is not
-# trusted: the run fails rather than writing a table with holes in it.
-MAX_MALFORMED_SHARE = 0.10
-MIN_LINES_FOR_SHARE = 20
-
 
 def extract_messages(
     client: GladlyClient,
@@ -118,7 +112,7 @@ def _job_items(client, job: dict, window: Window, seen: set, stats: MessageStats
         raise ExportFileGone(job_id) from None
     stats.lines += lines
     stats.malformed += malformed
-    _check_malformed(job_id, lines, malformed)
+    check_malformed(f"{ITEMS_FILE} of export job {job_id}", lines, malformed)
 
 
 def _parse_item(raw: bytes) -> Optional[dict]:
@@ -144,11 +138,3 @@ def _row_in_window(item, raw, job_id, window, seen, stats) -> Optional[dict]:
     seen.add(item["id"])
     text = raw.decode("utf-8") if isinstance(raw, bytes) else raw
     return message_row(item, text, job_id)
-
-
-def _check_malformed(job_id: str, lines: int, malformed: int) -> None:
-    if lines >= MIN_LINES_FOR_SHARE and malformed > lines * MAX_MALFORMED_SHARE:
-        raise GladlyDataError(
-            f"{ITEMS_FILE} of export job {job_id} has {malformed} malformed lines out of "
-            f"{lines}: the file is not trustworthy, so nothing was written"
-        )

@@ -9,10 +9,16 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from ..client import GladlyDataError
 from ..schemas import RAW_MESSAGES
 from ..storage import TableStore
 
 BATCH_ROWS = 5_000
+
+# A stream with more malformed lines than this share (once it has a few lines) is not
+# trusted: the run fails rather than writing a table with holes in it.
+MAX_MALFORMED_SHARE = 0.10
+MIN_LINES_FOR_SHARE = 20
 
 # Receives {conversation_id: first activity in the day}; returns the ids to leave out.
 Admit = Optional[Callable[[dict], set]]
@@ -79,3 +85,11 @@ def publish(store: TableStore, stage: Path, path: Path, stats: MessageStats, adm
             writer.write_table(table)
     stats.deferred_items = stats.written - kept
     stats.written = kept
+
+
+def check_malformed(what: str, lines: int, malformed: int) -> None:
+    if lines >= MIN_LINES_FOR_SHARE and malformed > lines * MAX_MALFORMED_SHARE:
+        raise GladlyDataError(
+            f"{what} has {malformed} malformed lines out of {lines}: it is not "
+            "trustworthy, so nothing was written"
+        )
