@@ -59,6 +59,14 @@ class GladlyResource(ConfigurableResource):
             "database when DAGSTER_PG_URL is set, else SQLite under the data root."
         ),
     )
+    contact_refresh_hours: int = Field(
+        default=24,
+        ge=0,
+        description=(
+            "A customer profile fetched this recently (for any day) is reused instead of "
+            "asked for again; 0 fetches every profile every time."
+        ),
+    )
     first_run_lookback_days: int = Field(
         default=7,
         ge=1,

@@ -203,3 +203,28 @@ def _undirected(root, conversation_id):
     msgs = pq.read_table(TableStore(root).analytics("messages")).to_pandas()
     mine = msgs[msgs["conversation_id"] == conversation_id]
     return int(mine["direction"].isna().sum())
+
+
+def test_profiles_fetched_for_one_day_are_reused_for_the_next(emulator, tmp_path):
+    first = extract(emulator, tmp_path, "2026-03-07")
+    second = extract(emulator, tmp_path, "2026-03-08")
+    meta = {e.asset_key.to_user_string(): e.materialization.metadata
+            for e in second.get_asset_materialization_events()}["raw/contacts"]
+    store = TableStore(tmp_path)
+    day7 = set(store.read(store.raw_partition("contacts", "2026-03-07"), RAW_CONTACTS)
+               .column("id").to_pylist())
+    day8 = store.read(store.raw_partition("contacts", "2026-03-08"), RAW_CONTACTS)
+    shared = day7 & set(day8.column("id").to_pylist())
+    assert shared, "the emulator's customers come back on later days"
+    assert meta["profiles_reused"].value == len(shared)
+    assert meta["gladly_requests"].value == day8.num_rows - len(shared)
+    assert first.success
+
+
+def test_profile_cache_can_be_turned_off(emulator, tmp_path):
+    extract(emulator, tmp_path, "2026-03-07")
+    result = materialize([contacts], partition_key="2026-03-07",
+                         resources=make_resources(emulator, tmp_path, contact_refresh_hours=0))
+    meta = result.get_asset_materialization_events()[0].materialization.metadata
+    assert meta["profiles_reused"].value == 0
+    assert meta["gladly_requests"].value == meta["dagster/row_count"].value

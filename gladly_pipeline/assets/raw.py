@@ -1,6 +1,6 @@
 """Raw extraction assets: one daily UTC partition per day of Gladly activity."""
 
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import pyarrow.compute as pc
 from dagster import (
@@ -20,6 +20,7 @@ from ..extract import (
     fetch_contacts,
     fetch_conversations,
     jobs_for_window,
+    recent_contacts,
     window_metadata,
 )
 from ..resources import DataRoot, GladlyResource
@@ -236,24 +237,33 @@ def contacts(
     convs = store.read(store.raw_partition("conversations", window.day), RAW_CONVERSATIONS)
     ids = sorted(set(_distinct(items, "customer_id")) | set(_distinct(convs, "customer_id")))
     context.log.info("Fetching %d customer profiles for %s", len(ids), window.describe())
+    now = datetime.now(UTC)
+    cached = {}
+    if gladly.contact_refresh_hours:
+        # Profiles change rarely: one fetched for another day within the refresh window
+        # is reused, which saves about one request per conversation.
+        cached = recent_contacts(store, now - timedelta(hours=gladly.contact_refresh_hours))
     client = gladly.get_client()
     try:
         table, stats = fetch_contacts(
-            client, ids, workers=gladly.max_parallel_requests, now=datetime.now(UTC)
+            client, ids, workers=gladly.max_parallel_requests, now=now, cached=cached
         )
     finally:
         client.close()
     path = store.raw_partition("contacts", window.day)
     store.write(path, table)
     context.log.info(
-        "Wrote %d profiles (%d merged into another, %d not found)",
-        stats.written, stats.merged, len(stats.not_found),
+        "Wrote %d profiles (%d reused from the last %d hours, %d merged into another, "
+        "%d not found)",
+        stats.written, stats.reused, gladly.contact_refresh_hours, stats.merged,
+        len(stats.not_found),
     )
     return MaterializeResult(
         metadata={
             "dagster/row_count": stats.written,
             **window_metadata(window),
             "merged_profiles": stats.merged,
+            "profiles_reused": stats.reused,
             "profiles_not_found": len(stats.not_found),
             **_request_metadata(client),
             "path": MetadataValue.path(str(path)),

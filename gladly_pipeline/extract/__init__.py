@@ -10,7 +10,13 @@ from ..windows import Window
 from .coverage import ExportNotAvailable, covered_days, job_window, jobs_for_window
 from .events import EVENTS_REACH, events_reach, extract_messages_from_events
 from .export import ITEMS_FILE, ExportFileGone, extract_messages
-from .rest import FetchStats, check_not_found, fetch_contacts, fetch_conversations
+from .rest import (
+    FetchStats,
+    check_not_found,
+    fetch_contacts,
+    fetch_conversations,
+    recent_contacts,
+)
 from .staging import BATCH_ROWS, MessageStats
 
 
@@ -38,5 +44,6 @@ __all__ = [
     "fetch_conversations",
     "job_window",
     "jobs_for_window",
+    "recent_contacts",
     "window_metadata",
 ]

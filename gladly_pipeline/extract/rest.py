@@ -11,6 +11,7 @@ import pyarrow as pa
 from ..client import GladlyClient, GladlyDataError, GladlyNotFound
 from ..records import contact_row, conversation_row, deleted_contact_row, merged_contact_row
 from ..schemas import RAW_CONTACTS, RAW_CONVERSATIONS
+from ..storage import TableStore
 from ..timeutil import UTC
 
 
@@ -20,6 +21,7 @@ class FetchStats:
     written: int = 0
     not_found: list = field(default_factory=list)
     merged: int = 0
+    reused: int = 0
 
 
 def fetch_conversations(
@@ -40,10 +42,20 @@ def fetch_conversations(
 
 
 def fetch_contacts(
-    client: GladlyClient, ids: list, *, workers: int = 4, now: Optional[datetime] = None
+    client: GladlyClient,
+    ids: list,
+    *,
+    workers: int = 4,
+    now: Optional[datetime] = None,
+    cached: Optional[dict] = None,
 ) -> tuple:
-    """GET each customer profile; a merged id is recorded and its survivor fetched too."""
+    """GET each customer profile; a merged id is recorded and its survivor fetched too.
+
+    `cached` maps ids to raw contact rows fetched recently (see `recent_contacts`); those
+    are reused as they are, keeping their `fetched_at`, instead of asked for again.
+    """
     fetched_at = now or datetime.now(UTC)
+    cached = cached or {}
     stats = FetchStats(requested=len(ids))
     rows, done = [], set()
     pending = sorted(set(ids))
@@ -51,7 +63,14 @@ def fetch_contacts(
     while pending:
         done.update(pending)
         survivors = []
-        for customer_id, lookup in fan_out(client.customer_profile, pending, workers):
+        reused = [cached[cid] for cid in pending if cid in cached]
+        stats.reused += len(reused)
+        for row in reused:
+            rows.append(row)
+            if row["merged_into"]:
+                survivors.append(row["merged_into"])
+        to_fetch = [cid for cid in pending if cid not in cached]
+        for customer_id, lookup in fan_out(client.customer_profile, to_fetch, workers):
             if lookup is None:
                 # Kept as a row, so the contact shows as deleted rather than vanishing.
                 stats.not_found.append(customer_id)
@@ -66,6 +85,25 @@ def fetch_contacts(
     check_not_found("customer profiles", stats)
     stats.written = len(rows)
     return pa.Table.from_pylist(rows, schema=RAW_CONTACTS), stats
+
+
+def recent_contacts(store: TableStore, since: datetime) -> dict:
+    """Raw contact rows fetched at or after `since`, newest per id, from any day's file.
+
+    Only files written since then can hold such rows, so older days are not read.
+    """
+    folder = store.raw_table_dir("contacts")
+    cutoff = since.timestamp()
+    paths = [p for p in folder.glob("date=*/part-0.parquet") if p.stat().st_mtime >= cutoff]
+    newest: dict = {}
+    for path in paths:
+        for row in store.read(path, RAW_CONTACTS).to_pylist():
+            if row["fetched_at"] < since:
+                continue
+            known = newest.get(row["id"])
+            if known is None or row["fetched_at"] > known["fetched_at"]:
+                newest[row["id"]] = row
+    return newest
 
 
 # Gladly answers 404 for a conversation deleted by a merge, or a profile deleted for
