@@ -1,6 +1,7 @@
 """The Gladly client against the emulator: auth, retries, merges, caps, streaming."""
 
 import json
+import socket
 
 import pytest
 
@@ -10,6 +11,7 @@ from gladly_pipeline.client import (
     GladlyNotFound,
     GladlyPermissionError,
     GladlyUnavailable,
+    RequestStats,
     RetryPolicy,
     resolve_base_url,
 )
@@ -64,6 +66,33 @@ def test_persistent_5xx_gives_up_within_the_retry_budget(emulator):
     with pytest.raises(GladlyUnavailable, match="3 attempts"):
         client.topics()
     assert client.stats.requests == 3
+
+
+def test_request_stats_keep_their_metadata_names_and_add_new_ones_at_the_end():
+    # Assets publish these as gladly_<name> metadata: renaming one breaks plots over time.
+    assert list(RequestStats().as_dict()) == [
+        "requests",
+        "retries",
+        "throttled_429",
+        "server_errors_5xx",
+        "network_errors",
+        "timeouts",
+        "connection_resets",
+    ]
+
+
+def test_refused_connection_is_a_network_error_but_neither_timeout_nor_reset():
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    client = GladlyClient(f"http://127.0.0.1:{port}", USERNAME, TOKEN, retry=FAST_RETRY)
+
+    with pytest.raises(GladlyUnavailable, match="ConnectionError"):
+        client.agents()
+
+    stats = client.stats
+    assert (stats.requests, stats.network_errors, stats.retries) == (4, 4, 3)
+    assert stats.timeouts == stats.resets == 0
 
 
 def test_merged_customer_is_reported_not_followed(emulator, client):

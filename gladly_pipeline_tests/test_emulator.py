@@ -20,7 +20,14 @@ from zoneinfo import ZoneInfo
 import pytest
 import requests
 
-from gladly_pipeline.emulator import EmulatorConfig, generate, start_emulator
+from gladly_pipeline.emulator import (
+    EmulatorConfig,
+    Fault,
+    generate,
+    parse_fault,
+    start_emulator,
+)
+from gladly_pipeline.emulator import __main__ as emulator_cli
 from gladly_pipeline.emulator.data import parse_timestamp
 
 UTC = UTC
@@ -947,3 +954,301 @@ def test_future_days_zero_is_the_default_and_both_stay_deterministic():
 
     assert default == explicit
     assert future == future_again
+
+
+# ---------------------------------------------------------------- injected faults
+
+
+def file_path(emu) -> str:
+    """The items file of a completed job with enough lines for the line-level faults."""
+    job = max(
+        (j for j in emu.data.visible_jobs() if j["status"] == "COMPLETED"),
+        key=lambda j: sum(1 for _ in emu.data.export_items(j)),
+    )
+    return f"/api/v1/export/jobs/{job['id']}/files/conversation_items.jsonl"
+
+
+def read_until_cut(response: requests.Response) -> list[bytes]:
+    lines = []
+    with pytest.raises(requests.exceptions.ChunkedEncodingError):
+        for line in response.iter_lines():
+            lines.append(line)
+    return lines
+
+
+@pytest.mark.parametrize("status", [401, 403])
+def test_injected_auth_failure_refuses_good_credentials_once(api, emu, status):
+    emu.inject(status=status, path_prefix="/api/v1/agents")
+
+    refused = api("/api/v1/agents")
+    accepted = api("/api/v1/agents")
+
+    assert refused.status_code == status and refused.json()["errors"][0]["detail"]
+    assert "emulator-token" not in refused.text
+    assert accepted.status_code == 200
+
+
+def test_slow_fault_outlasts_a_read_timeout_once(emu):
+    url = emu.base_url + "/api/v1/teams"
+    emu.inject(Fault("slow", "/api/v1/teams", seconds=1.0))
+
+    with pytest.raises(requests.exceptions.ReadTimeout):
+        requests.get(url, auth=AUTH, timeout=(5, 0.2))
+    started = time.monotonic()
+    recovered = requests.get(url, auth=AUTH, timeout=(5, 0.5))
+
+    assert recovered.status_code == 200 and time.monotonic() - started < 0.5
+
+
+def test_reset_cuts_a_file_after_n_lines_then_serves_it_whole(api, emu):
+    path = file_path(emu)
+    full = api(path).content.splitlines()
+    emu.inject(Fault("reset", path, after_lines=5))
+
+    cut = read_until_cut(api(path, stream=True))
+    again = api(path).content.splitlines()
+
+    assert len(full) > 20
+    assert cut == full[:5]  # the half-sent sixth line never completes
+    assert again == full
+
+
+def test_reset_cuts_a_json_body_halfway(api, emu):
+    emu.inject(Fault("reset", "/api/v1/inboxes"))
+
+    with pytest.raises(requests.exceptions.ChunkedEncodingError):
+        api("/api/v1/inboxes")
+    assert api("/api/v1/inboxes").json() == emu.data.inboxes
+
+
+def test_truncate_cuts_the_last_line_and_ends_the_body_cleanly(api, emu):
+    path = file_path(emu)
+    full = api(path).content
+    emu.inject(Fault("truncate", path))
+
+    cut = api(path).content
+
+    assert full.endswith(b"\n") and not cut.endswith(b"\n")
+    assert cut.splitlines()[:-1] == full.splitlines()[:-1]
+    last = cut.splitlines()[-1]
+    assert full.splitlines()[-1].startswith(last)
+    with pytest.raises(ValueError):
+        json.loads(last)
+
+
+def test_garbage_replaces_an_even_share_of_lines(api, emu):
+    path = file_path(emu)
+    full = api(path).content.splitlines()
+    emu.inject(Fault("garbage", path, share=0.25))
+
+    garbled = api(path).content.splitlines()
+    changed = [n for n, (a, b) in enumerate(zip(full, garbled, strict=True)) if a != b]
+
+    assert len(changed) == len(full) // 4
+    assert changed[:2] == [3, 7]  # every fourth line
+    for number in changed:
+        with pytest.raises((ValueError, AttributeError)):
+            json.loads(garbled[number]).get("id")
+
+
+def test_stream_faults_wait_for_a_streamed_answer(api, emu):
+    fault = emu.inject(Fault("truncate", "/api/v1"))
+
+    assert api("/api/v1/agents").json() == emu.data.agents
+    assert emu.pending_faults() == [(fault, 1)]
+    assert not api(file_path(emu)).content.endswith(b"\n")
+    assert emu.pending_faults() == []
+
+
+def test_clear_faults_disarms_what_is_left(api, emu):
+    emu.inject(status=500, times=5, path_prefix="/api/v1/topics")
+    emu.inject(Fault("reset", "/api/v1/export"))
+    api("/api/v1/topics")
+
+    assert [remaining for _, remaining in emu.pending_faults()] == [4, 1]
+    emu.clear_faults()
+    assert emu.pending_faults() == [] and api("/api/v1/topics").status_code == 200
+
+
+def test_faults_in_the_config_are_armed_from_the_start():
+    config = small_config(days=1, faults=(Fault("status", "/api/v1/agents", times=2, status=429),))
+    with start_emulator(config) as running:
+        get = client_of(running)
+        statuses = [get("/api/v1/agents").status_code for _ in range(3)]
+
+    assert statuses == [429, 429, 200]
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [
+        {"kind": "explode"},
+        {"kind": "status", "times": 0},
+        {"kind": "status", "status": 200},
+        {"kind": "garbage", "share": 0},
+        {"kind": "slow", "path_prefix": "api/v1"},
+    ],
+)
+def test_impossible_faults_are_refused(settings):
+    with pytest.raises(ValueError):
+        Fault(**settings)
+
+
+@pytest.mark.parametrize(
+    "spec, expected",
+    [
+        ("429:3:/api/v1/conversations", Fault("status", "/api/v1/conversations", 3, status=429)),
+        ("503html", Fault("status", html=True)),
+        ("slow:2:/api/v1/agents:1.5", Fault("slow", "/api/v1/agents", 2, seconds=1.5)),
+        ("reset:1:/api/v1/export:50", Fault("reset", "/api/v1/export", after_lines=50)),
+        (
+            "reset::/api/v1/events:after_lines=3,rst=1",
+            Fault("reset", "/api/v1/events", after_lines=3, rst=True),
+        ),
+        ("garbage:5:/api/v1/export:0.1", Fault("garbage", "/api/v1/export", 5, share=0.1)),
+        ("truncate", Fault("truncate")),
+    ],
+)
+def test_cli_fault_specs(spec, expected):
+    assert parse_fault(spec) == expected
+
+
+def test_cli_flags_reach_the_config_and_bad_specs_are_refused(capsys):
+    args = emulator_cli.parse_args(
+        ["--fault", "429:3:/api/v1/agents", "--fault", "truncate", "--unknown-shapes"]
+        + ["--duplicate-items", "2"]
+    )
+    config = emulator_cli.config_from(args)
+
+    assert config.faults == (Fault("status", "/api/v1/agents", 3, status=429), Fault("truncate"))
+    assert config.unknown_shapes and config.duplicate_items == 2
+    for bad in ("teapot:1", "429:many", "slow:1:/api/v1:soon", "truncate:1:/api/v1:3"):
+        with pytest.raises(SystemExit):
+            emulator_cli.parse_args(["--fault", bad])
+    assert "--fault" in capsys.readouterr().err
+
+
+def test_cli_help_documents_the_fault_flags(capsys):
+    with pytest.raises(SystemExit):
+        emulator_cli.parse_args(["--help"])
+    text = capsys.readouterr().out
+
+    for flag in ("--fault", "--unknown-shapes", "--duplicate-items", "truncate", "garbage"):
+        assert flag in text
+
+
+# ---------------------------------------------------------------- profiles changed at run time
+
+
+def two_profiles(running) -> tuple[str, str]:
+    """Two live customers with an email; the first has conversations."""
+    data = running.data
+    with_email = [cid for cid, profile in data.customers.items() if profile.get("emails")]
+    old = next(cid for cid in with_email if data.conversations_by_customer.get(cid))
+    return old, next(cid for cid in with_email if cid != old)
+
+
+def test_merge_customer_answers_301_and_moves_contacts_and_conversations():
+    with start_emulator(small_config(future_days=1)) as running:
+        get = client_of(running)
+        old, into = two_profiles(running)
+        email = running.data.customers[old]["emails"][0]["normalized"]
+        conversations = {c["id"] for c in running.data.conversations_by_customer[old]}
+
+        running.merge_customer(old, into)
+        moved = get(f"/api/v1/customer-profiles/{old}?x=1")
+        found = get(f"/api/v1/customer-profiles?email={email}").json()
+        listed = {c["id"] for c in get(f"/api/v1/customers/{into}/conversations").json()}
+        events = event_lines(get(f"/api/v1/events?startAt={iso(NOW)}&entities=CUSTOMER"))
+        running.set_now(NOW + timedelta(hours=1))
+        later = get(f"/api/v1/customer-profiles/{old}")
+
+    assert moved.history[0].status_code == 301  # requests followed the Location
+    assert moved.history[0].json()["errors"][0]["meta"] == {"old": old, "new": into}
+    assert moved.json()["id"] == into
+    assert [profile["id"] for profile in found] == [into]
+    assert conversations <= listed
+    assert events[-1]["type"] == "CUSTOMER/MERGED"
+    assert events[-1]["content"] == {"destinationCustomerId": into, "sourceCustomerId": old}
+    assert later.history and later.json()["id"] == into  # survives moving the clock
+
+
+def test_delete_customer_answers_404_from_then_on():
+    with start_emulator(small_config(future_days=1)) as running:
+        get = client_of(running)
+        customer_id, _ = two_profiles(running)
+        email = running.data.customers[customer_id]["emails"][0]["normalized"]
+
+        running.delete_customer(customer_id)
+        profile = get(f"/api/v1/customer-profiles/{customer_id}")
+        conversations = get(f"/api/v1/customers/{customer_id}/conversations")
+        found = get(f"/api/v1/customer-profiles?email={email}").json()
+        running.set_now(NOW + timedelta(hours=1))
+        later = get(f"/api/v1/customer-profiles/{customer_id}")
+        with pytest.raises(KeyError):
+            running.delete_customer(customer_id)
+
+    assert profile.status_code == conversations.status_code == later.status_code == 404
+    assert customer_id not in [p["id"] for p in found]
+
+
+def test_impossible_merges_are_refused():
+    with start_emulator(small_config(days=1)) as running:
+        customer_id = next(iter(running.data.customers))
+        with pytest.raises(KeyError):
+            running.merge_customer("nobody", customer_id)
+        with pytest.raises(ValueError):
+            running.merge_customer(customer_id, customer_id)
+
+        assert running.data.customers[customer_id]["id"] == customer_id
+
+
+# ---------------------------------------------------------------- unknown shapes and duplicates
+
+
+def test_unknown_shapes_change_only_some_message_items():
+    plain = generate(small_config())
+    novel = generate(small_config(unknown_shapes=True))
+    again = generate(small_config(unknown_shapes=True))
+    changed = [
+        (before, after)
+        for before, after in zip(plain.items, novel.items, strict=True)
+        if before != after
+    ]
+    custom = [a for _, a in changed if a["content"]["type"] == "CUSTOM_CHANNEL_MESSAGE"]
+    extra = [a for _, a in changed if "channelContext" in a]
+
+    assert json.dumps(novel.api_json()) == json.dumps(again.api_json())
+    assert [b["id"] for b, _ in changed] == [a["id"] for _, a in changed]
+    assert custom and extra and len(changed) <= len(custom) + len(extra)
+    assert all(a["content"]["content"] for a in custom)
+    assert {k: v for k, v in plain.api_json().items() if k != "items"} == {
+        k: v for k, v in novel.api_json().items() if k != "items"
+    }
+
+
+def test_duplicate_items_repeat_the_last_items_before_each_window():
+    plain = generate(small_config())
+    doubled = generate(small_config(duplicate_items=2))
+    job = [j for j in plain.jobs if j["status"] == "COMPLETED"][-1]
+    start = ms(job["parameters"]["startAt"])
+    before = [
+        i["id"]
+        for i in plain.items
+        if ms(i["timestamp"]) < start
+        and i["content"]["type"] not in ("TWITTER", "VOICE_AI_MESSAGE")
+    ]
+
+    lines = [item["id"] for item in doubled.export_items(job)]
+
+    assert lines == [item["id"] for item in plain.export_items(job)] + before[-2:]
+    assert doubled.api_json() == plain.api_json()
+
+
+def test_no_fault_or_quirk_configured_leaves_the_data_as_it_was():
+    default = json.dumps(generate(small_config()).api_json(), sort_keys=True)
+    explicit = small_config(faults=(), unknown_shapes=False, duplicate_items=0)
+    with_faults = small_config(faults=(Fault("reset"), Fault("status", status=429)))
+
+    assert json.dumps(generate(explicit).api_json(), sort_keys=True) == default
+    assert json.dumps(generate(with_faults).api_json(), sort_keys=True) == default

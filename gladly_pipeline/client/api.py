@@ -13,6 +13,7 @@ from typing import Any, Optional
 from urllib.parse import quote, urlsplit
 
 import requests
+from urllib3.exceptions import ProtocolError, ReadTimeoutError
 
 from .errors import (
     GladlyAuthError,
@@ -35,17 +36,31 @@ CUSTOMER_SEARCH_CAP = 50
 
 RETRIABLE_STATUSES = frozenset({429, 500, 502, 503, 504})
 STREAM_CHUNK_BYTES = 1 << 16
+# How a request or a download can break off on the network; all are retried. A body cut
+# short arrives as ChunkedEncodingError, which is not a ConnectionError.
+NETWORK_ERRORS = (
+    requests.ConnectionError,
+    requests.Timeout,
+    requests.exceptions.ChunkedEncodingError,
+)
 
 
 @dataclass
 class RequestStats:
-    """Counters an asset reports as run metadata."""
+    """Counters an asset reports as run metadata.
+
+    `network_errors` counts every request or download that broke off on the network;
+    `timeouts` and `resets` say how many of them were read timeouts and connections dropped
+    mid-answer (the rest were connections that could not be opened).
+    """
 
     requests: int = 0
     retries: int = 0
     throttled: int = 0
     server_errors: int = 0
     network_errors: int = 0
+    timeouts: int = 0
+    resets: int = 0
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     def add(self, **counts: int) -> None:
@@ -60,6 +75,8 @@ class RequestStats:
             "throttled_429": self.throttled,
             "server_errors_5xx": self.server_errors,
             "network_errors": self.network_errors,
+            "timeouts": self.timeouts,
+            "connection_resets": self.resets,
         }
 
 
@@ -230,10 +247,11 @@ class GladlyClient:
         """Yields a streamed body line by line.
 
         A connection lost mid-body is retried by downloading again and skipping the
-        lines already handed out, within the same retry budget as any request.
+        lines already handed out, within the same retry budget as any request. A line the
+        break left unfinished is never handed out: only lines ended by a newline are.
         """
-        delivered = 0
-        failures = 0
+        delivered = failures = 0
+        waited = 0.0
         while True:
             # Export files may be served through a storage redirect (an open question in
             # Gladly's docs); requests drops the credentials when the host changes.
@@ -246,21 +264,31 @@ class GladlyClient:
                         delivered = seen
                         yield line
                 return
-            except (requests.ConnectionError, requests.exceptions.ChunkedEncodingError) as exc:
+            except NETWORK_ERRORS as exc:
                 failures += 1
-                self.stats.add(network_errors=1, retries=1)
-                if failures >= self._retry.max_attempts:
-                    raise GladlyUnavailable(
-                        f"download of {path} from {self.host} broke off {failures} times "
-                        f"(last after {seen} lines): {type(exc).__name__}"
-                    ) from None
-                log.warning(
-                    "Download of %s broke off after %d lines; retrying (%d/%d)",
-                    path, seen, failures, self._retry.max_attempts,
-                )
-                self._sleep(self._retry.delay(failures, self._rng))
+                delay = self._after_broken_download(exc, path, seen, failures, waited)
+                self._sleep(delay)
+                waited += delay
             finally:
                 response.close()
+
+    def _after_broken_download(
+        self, exc: Exception, path: str, seen: int, failures: int, waited: float
+    ) -> float:
+        """Counts a download that broke off; the wait before the next, or raises past budget."""
+        self._count_network_error(exc)
+        delay = self._retry.delay(failures, self._rng)
+        if failures >= self._retry.max_attempts or waited + delay > self._retry.max_total_wait:
+            raise GladlyUnavailable(
+                f"download of {path} from {self.host} broke off {failures} times "
+                f"(last after {seen} lines): {type(exc).__name__}"
+            ) from None
+        self.stats.add(retries=1)
+        log.warning(
+            "Download of %s broke off after %d lines (%s); retrying (%d/%d)",
+            path, seen, type(exc).__name__, failures, self._retry.max_attempts,
+        )
+        return delay
 
     # Transport
 
@@ -286,6 +314,7 @@ class GladlyClient:
         expect: tuple = (200,),
         follow_redirects: bool = False,
     ) -> requests.Response:
+        """GETs `path`, retrying 429, 5xx and network errors within the retry policy."""
         url = self.base_url + path
         waited = 0.0
         for attempt in range(self._retry.max_attempts):
@@ -299,24 +328,16 @@ class GladlyClient:
                     stream=stream,
                     allow_redirects=follow_redirects,
                 )
-            except (requests.ConnectionError, requests.Timeout) as exc:
-                self.stats.add(network_errors=1)
-                reason = type(exc).__name__
+            except NETWORK_ERRORS as exc:
+                self._count_network_error(exc)
+                reason, delay = type(exc).__name__, self._retry.delay(attempt, self._rng)
             else:
-                self._note_server_time(response)
-                self._ease_off(response)
-                if response.status_code in expect:
+                if self._accept(response, path, expect):
                     return response
-                if response.status_code not in RETRIABLE_STATUSES:
-                    raise self._fatal(response, path)
-                reason = f"HTTP {response.status_code}"
-                self._count_transient(response.status_code)
-                delay = self._backoff(attempt, response)
+                reason, delay = f"HTTP {response.status_code}", self._backoff(attempt, response)
                 response.close()
             if attempt + 1 == self._retry.max_attempts:
                 break
-            if reason.startswith("HTTP") is False:
-                delay = self._retry.delay(attempt, self._rng)
             if waited + delay > self._retry.max_total_wait:
                 break
             self.stats.add(retries=1)
@@ -327,6 +348,21 @@ class GladlyClient:
             f"GET {path} at {self.host} still failing after {attempt + 1} attempts "
             f"and {waited:.0f}s of backoff (last: {reason})"
         )
+
+    def _accept(self, response: requests.Response, path: str, expect: tuple) -> bool:
+        """True for an expected answer; False for a retriable one; raises for the rest."""
+        self._note_server_time(response)
+        self._ease_off(response)
+        if response.status_code in expect:
+            return True
+        if response.status_code not in RETRIABLE_STATUSES:
+            raise self._fatal(response, path)
+        self._count_transient(response.status_code)
+        return False
+
+    def _count_network_error(self, exc: Exception) -> None:
+        kind = _how_broken(exc)
+        self.stats.add(network_errors=1, **({kind: 1} if kind else {}))
 
     def _note_server_time(self, response: requests.Response) -> None:
         stamp = response.headers.get("Date")
@@ -389,6 +425,23 @@ class GladlyClient:
             f"{': ' + detail if detail else ''}",
             status=status, path=path, code=code,
         )
+
+
+def _how_broken(exc: Exception) -> Optional[str]:
+    """The RequestStats counter for a network error: "timeouts", "resets" or None.
+
+    requests wraps urllib3's errors: a read timeout mid-body comes as a ConnectionError
+    around ReadTimeoutError, a connection dropped before the answer as one around
+    ProtocolError, and one dropped mid-body as ChunkedEncodingError.
+    """
+    cause = exc.args[0] if exc.args else None
+    if isinstance(exc, requests.Timeout) or isinstance(cause, ReadTimeoutError):
+        return "timeouts"
+    if isinstance(exc, requests.exceptions.ChunkedEncodingError):
+        return "resets"
+    if isinstance(cause, ProtocolError):
+        return "resets"
+    return None
 
 
 def _seg(value: str) -> str:

@@ -1,6 +1,7 @@
 """Command line: serve a generated Gladly account on 127.0.0.1 until Ctrl-C.
 
 python -m gladly_pipeline.emulator --port 8765 --seed 1
+python -m gladly_pipeline.emulator --fault 429:3:/api/v1/agents --fault reset:2:/api/v1/export
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import threading
 from collections.abc import Sequence
 
 from gladly_pipeline.emulator.data import SCHEDULES, EmulatorConfig, parse_timestamp
+from gladly_pipeline.emulator.faults import CLI_HELP, CLI_SYNTAX, Fault, parse_fault
 from gladly_pipeline.emulator.server import require_loopback, start_emulator
 
 
@@ -56,7 +58,34 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="ISO 8601 instant to generate up to (default: the current time)",
     )
     parser.add_argument("--quiet", action="store_true", help="do not log each request")
+    _add_fault_arguments(parser)
     return parser.parse_args(argv)
+
+
+def _add_fault_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("faults and quirks (for testing clients)")
+    group.add_argument(
+        "--fault", action="append", default=[], type=_fault, metavar=CLI_SYNTAX, help=CLI_HELP
+    )
+    group.add_argument(
+        "--unknown-shapes",
+        action="store_true",
+        help="some items get content type CUSTOM_CHANNEL_MESSAGE, some an unknown field",
+    )
+    group.add_argument(
+        "--duplicate-items",
+        type=int,
+        default=0,
+        metavar="N",
+        help="each export job's items file also lists the last N items before its window",
+    )
+
+
+def _fault(spec: str) -> Fault:
+    try:
+        return parse_fault(spec)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(f"{spec!r}: {error}") from None
 
 
 def config_from(args: argparse.Namespace) -> EmulatorConfig:
@@ -74,6 +103,9 @@ def config_from(args: argparse.Namespace) -> EmulatorConfig:
         big_conversation_items=args.big_conversation_items,
         missing_file_jobs=args.missing_file_jobs,
         future_days=args.future_days,
+        faults=tuple(args.fault),
+        unknown_shapes=args.unknown_shapes,
+        duplicate_items=args.duplicate_items,
     )
 
 

@@ -24,6 +24,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta, timezone
 from zoneinfo import ZoneInfo
 
+from gladly_pipeline.emulator.faults import Fault
+
 UTC = UTC
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 SECOND = 1000
@@ -84,6 +86,12 @@ STRING_RECORDING_DURATION_SHARE = 0.10  # of calls that have a recording
 CHAT_WITHOUT_MESSAGE_TYPE_SHARE = 0.03  # of plain-text chat messages
 PROFILE_WITHOUT_UPDATED_AT_SHARE = 0.04
 PHONE_WITH_BLANK_TYPE_SHARE = 0.05
+# With `unknown_shapes`: the share of text messages turned into an unknown content type, and
+# (a separate draw) the share given an unknown top-level field.
+UNKNOWN_SHAPE_SHARE = 0.05
+UNKNOWN_CONTENT_TYPE = "CUSTOM_CHANNEL_MESSAGE"
+UNKNOWN_ITEM_FIELD = "channelContext"
+TEXT_MESSAGE_TYPES = ("CHAT_MESSAGE", "SMS", "WHATSAPP", "FACEBOOK_MESSAGE", "INSTAGRAM_DIRECT")
 ACTIVITY_IN_CONVERSATION_SHARE = 0.08  # conversations holding a CUSTOMER_ACTIVITY
 STANDALONE_ACTIVITY_SHARE = 0.08  # conversations whose customer also gets one with no conversation
 
@@ -226,6 +234,14 @@ class EmulatorConfig:
     missing_file_jobs: int = 0
     # Days generated after `now`, hidden until `Emulator.set_now` moves the clock onto them.
     future_days: int = 0
+    # Faults armed when the server starts (see faults.py); the data does not depend on them.
+    faults: tuple[Fault, ...] = ()
+    # Items as Gladly may send them after adding features it documents as non-breaking
+    # (reference §2.2): content type CUSTOM_CHANNEL_MESSAGE and an unknown top-level field.
+    unknown_shapes: bool = False
+    # > 0: each job's items file also lists the last that many items before its window, as if
+    # re-exported after an edit (whether Gladly does this is open, reference §19 q5).
+    duplicate_items: int = 0
 
     def __post_init__(self) -> None:
         if self.schedule not in SCHEDULES:
@@ -234,8 +250,10 @@ class EmulatorConfig:
             raise ValueError("now must be timezone-aware")
         if self.days < 1 or self.conversations_per_day < 0:
             raise ValueError("days must be >= 1 and conversations_per_day >= 0")
-        if self.missing_file_jobs < 0 or self.future_days < 0:
-            raise ValueError("missing_file_jobs and future_days must be >= 0")
+        if min(self.missing_file_jobs, self.future_days, self.duplicate_items) < 0:
+            raise ValueError("missing_file_jobs, future_days and duplicate_items must be >= 0")
+        if not all(isinstance(fault, Fault) for fault in self.faults):
+            raise ValueError("faults must be Fault instances")
         ZoneInfo(self.org_timezone)  # fails early on an unknown zone
 
 
@@ -265,6 +283,7 @@ class Dataset:
     event_times: list[int] = field(default_factory=list)  # epoch ms, parallel to `events`
     # Ids of jobs whose files answer 404; shared by every view of one history, so it persists.
     files_gone: set[str] = field(default_factory=set)
+    duplicate_items: int = 0  # items before a job's window that its items file repeats
     history: _History | None = None
     items_by_id: dict[str, dict] = field(default_factory=dict)
     items_by_conversation: dict[str, list[dict]] = field(default_factory=dict)
@@ -323,7 +342,8 @@ class Dataset:
         self.files_gone.add(job_id)
 
     def export_items(self, job: dict) -> Iterator[dict]:
-        """The job's conversation_items.jsonl lines: items timestamped in [startAt, endAt)."""
+        """The job's conversation_items.jsonl lines: items timestamped in [startAt, endAt),
+        then the `duplicate_items` exportable items just before the window, if configured."""
         start = to_ms(parse_timestamp(job["parameters"]["startAt"]))
         end = to_ms(parse_timestamp(job["parameters"]["endAt"]))
         first = bisect.bisect_left(self.item_times, start)
@@ -332,6 +352,24 @@ class Dataset:
             item = self.items[index]
             if item["content"]["type"] not in REST_ONLY_TYPES:
                 yield export_item(item)
+        yield from self._exported_before(first, self.duplicate_items)
+
+    def _exported_before(self, index: int, count: int) -> Iterator[dict]:
+        """The last `count` exportable items before position `index`, ascending."""
+        found: list[dict] = []
+        while index > 0 and len(found) < count:
+            index -= 1
+            if self.items[index]["content"]["type"] not in REST_ONLY_TYPES:
+                found.append(export_item(self.items[index]))
+        yield from reversed(found)
+
+    def reindex(self) -> None:
+        """Rebuild the server's lookups after records were changed in place."""
+        self.items_by_id, self.items_by_conversation = {}, {}
+        self.conversations_by_customer = {}
+        self.customers_by_email, self.customers_by_phone = {}, {}
+        self.customers_by_external_id = {}
+        _index(self)
 
     def export_customers(self, job: dict) -> Iterator[dict]:
         """The job's customers.jsonl lines: reduced profiles of every customer its items name."""
@@ -484,10 +522,33 @@ def generate(cfg: EmulatorConfig) -> Dataset:
         schedule=schedule,
         boundaries=boundaries,
         files_gone=_missing_file_jobs(jobs, to_ms(now), cfg.missing_file_jobs),
+        duplicate_items=cfg.duplicate_items,
     )
     # A stream of its own, so adding events changed none of the records above.
     history.events = _events(random.Random(f"{cfg.seed}/events"), history, reference)
+    if cfg.unknown_shapes:
+        _add_unknown_shapes(random.Random(f"{cfg.seed}/unknown-shapes"), history.entries)
     return history.view(to_ms(now))
+
+
+def _add_unknown_shapes(rng: random.Random, entries: list[tuple[int, int, dict]]) -> None:
+    """Turn some text messages into what a client written today has not seen (§2.2, §19 q8).
+
+    Runs after everything else is generated, from a stream of its own, so the rest of the
+    account (events included, which keep the message's original channel) stays the same.
+    """
+    messages = [item for _, _, item in entries if item["content"]["type"] in TEXT_MESSAGE_TYPES]
+    if not messages:
+        return
+    count = max(1, round(len(messages) * UNKNOWN_SHAPE_SHARE))
+    for item in rng.sample(messages, count):
+        item["content"] = {
+            "type": UNKNOWN_CONTENT_TYPE,
+            "customChannelId": new_id(rng),
+            "content": item["content"].get("content", ""),
+        }
+    for item in rng.sample(messages, count):
+        item[UNKNOWN_ITEM_FIELD] = {"provider": "custom-channel", "deliveryAttempt": 1}
 
 
 def _index(dataset: Dataset) -> None:
@@ -628,6 +689,7 @@ class _History:
     boundaries: list[int]  # export window boundaries, ms, the last one after the horizon
     files_gone: set[str]
     events: list[tuple[int, dict]] = field(default_factory=list)  # (timestamp ms, event)
+    duplicate_items: int = 0
 
     @property
     def job_ids(self) -> set[str]:
@@ -663,6 +725,7 @@ class _History:
             events=[event for _, event in events],
             event_times=[ms for ms, _ in events],
             files_gone=self.files_gone,
+            duplicate_items=self.duplicate_items,
             history=self,
         )
         _index(dataset)

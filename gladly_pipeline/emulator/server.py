@@ -1,9 +1,10 @@
 """Local HTTP server that answers like Gladly's public REST API, over a generated Dataset.
 
 Each request goes through the same steps as on Gladly: Basic auth, the per-org rate limit,
-then (emulator only) any injected fault, then routing. Lists are bare JSON arrays with the
-documented caps and `Gladly-Limited-Data`; export files stream as NDJSON and the Events API as
-JSON lines, both in chunks. Tests move the clock with `Emulator.set_now`.
+then (emulator only) any injected fault (faults.py), then routing. Lists are bare JSON arrays
+with the documented caps and `Gladly-Limited-Data`; export files stream as NDJSON and the Events
+API as JSON lines, both in chunks. Tests move the clock with `Emulator.set_now` and merge or
+delete profiles with `Emulator.merge_customer` and `Emulator.delete_customer`.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ import ipaddress
 import json
 import logging
 import re
+import socket
+import struct
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -25,6 +28,7 @@ from email.utils import formatdate
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, unquote, urlsplit
 
+from gladly_pipeline.emulator.changes import ProfileChange, apply_changes, check
 from gladly_pipeline.emulator.data import (
     CONVERSATIONS_CAP,
     EVENT_ENTITIES,
@@ -41,6 +45,7 @@ from gladly_pipeline.emulator.data import (
     resolve_now,
     to_ms,
 )
+from gladly_pipeline.emulator.faults import STATUS, ConnectionCut, Fault, damaged
 
 logger = logging.getLogger(__name__)
 
@@ -56,6 +61,12 @@ ERROR_CODES = {
     404: "not_exist",
     409: "taken",
     429: "too_many_requests",
+}
+# What an injected status says; the 401 and 403 match the real auth checks word for word.
+FAULT_DETAILS = {
+    401: "missing or invalid API credentials",
+    403: "the user lacks the API User permission",
+    429: "rate limit exceeded",
 }
 OUTAGE_PAGE = (
     "<!DOCTYPE html><html><head><title>{status} Service Unavailable</title></head>"
@@ -97,11 +108,11 @@ def errors(
 
 
 @dataclass
-class _Fault:
-    status: int
+class _Armed:
+    """A fault and how many more requests it will act on."""
+
+    fault: Fault
     remaining: int
-    path_prefix: str
-    html: bool
 
 
 class _RateLimiter:
@@ -142,14 +153,21 @@ class Emulator:
         self.data: Dataset = generate(self.config)
         self.request_log: list[tuple[str, str, int]] = []
         self._lock = threading.Lock()
-        self._faults: list[_Fault] = []
+        self._faults = [_Armed(fault, fault.times) for fault in cfg.faults]
+        self._changes: list[ProfileChange] = []
+        self._stopping = threading.Event()  # ends the waits of slow faults on stop()
         self._limiter = _RateLimiter(cfg.rate_limit_per_second)
         self._started = time.monotonic()
         self._server = ThreadingHTTPServer((host, port), _Handler)
         self._server.daemon_threads = True
         self._server.emulator = self  # type: ignore[attr-defined]
         self._thread = threading.Thread(
-            target=self._server.serve_forever, name="gladly-emulator", daemon=True
+            target=self._server.serve_forever,
+            # stop() waits for the serving loop to notice; the default 0.5 s poll made every
+            # test that starts an emulator half a second slower.
+            kwargs={"poll_interval": 0.05},
+            name="gladly-emulator",
+            daemon=True,
         )
 
     @property
@@ -163,6 +181,7 @@ class Emulator:
 
     def stop(self) -> None:
         """Stop serving and close the listening socket, freeing the port."""
+        self._stopping.set()
         if self._thread.is_alive():
             self._server.shutdown()
             self._thread.join()
@@ -198,30 +217,82 @@ class Emulator:
             if target < self.data.now:
                 raise ValueError(f"the clock only moves forward; it reads {self.data.now}")
             view = self.data.at(target)  # raises past the horizon
+            apply_changes(view, self._changes)
             self.data, self._started = view, time.monotonic()
 
     def expire_files(self, job_id: str) -> None:
         """Make one export job's files answer 404 from now on; the job stays listed."""
         self.data.expire_files(job_id)
 
-    def inject(
-        self, status: int = 503, times: int = 1, path_prefix: str = "/api/v1", html: bool = False
-    ) -> None:
-        """Answer the next `times` requests under `path_prefix` with `status`.
+    def merge_customer(self, old_id: str, into_id: str) -> None:
+        """Merge profile `old_id` into `into_id` now; from then on `old_id` answers 301.
 
-        429 comes without Retry-After; other statuses get an Errors body, or an HTML outage
-        page when `html` is true. Faults apply after auth and before routing.
+        KeyError unless both are live profiles, ValueError if they are the same one; see
+        changes.py for what else follows.
         """
-        with self._lock:
-            self._faults.append(_Fault(status, times, path_prefix, html))
+        self._change(old_id, into_id)
 
-    def _take_fault(self, path: str) -> _Fault | None:
+    def delete_customer(self, customer_id: str) -> None:
+        """Delete a live profile now: it answers 404 from then on. KeyError if not live."""
+        self._change(customer_id, None)
+
+    def _change(self, customer_id: str, merged_into: str | None) -> None:
         with self._lock:
-            for fault in self._faults:
-                if fault.remaining > 0 and path.startswith(fault.path_prefix):
-                    fault.remaining -= 1
+            change = ProfileChange(to_ms(self.data.now), customer_id, merged_into)
+            check(self.data, change)
+            self._changes.append(change)
+            # A fresh view swapped in whole: handlers mid-request keep reading the old one.
+            view = self.data.at(self.data.now)
+            apply_changes(view, self._changes)
+            self.data = view
+
+    def inject(
+        self,
+        fault: Fault | int | None = None,
+        times: int = 1,
+        path_prefix: str = "/api/v1",
+        html: bool = False,
+        *,
+        status: int = 503,
+    ) -> Fault:
+        """Arm `fault`; or, the older form, answer the next `times` requests under
+        `path_prefix` with `status` (429 without Retry-After; others with an Errors body, or an
+        HTML outage page when `html`). Returns the armed fault.
+
+        Faults act in the order armed, at most one before routing (status, slow) and one on the
+        body (reset, truncate, garbage, a stall) per request; see faults.py.
+        """
+        if isinstance(fault, int):  # inject(503, ...) as the first positional argument
+            fault, status = None, fault
+        if fault is None:
+            fault = Fault(STATUS, path_prefix, times, status=status, html=html)
+        with self._lock:
+            self._faults.append(_Armed(fault, fault.times))
+        return fault
+
+    def clear_faults(self) -> None:
+        """Disarm every fault, used up or not."""
+        with self._lock:
+            self._faults.clear()
+
+    def pending_faults(self) -> list[tuple[Fault, int]]:
+        """Faults not used up yet, with the requests each will still act on."""
+        with self._lock:
+            return [(armed.fault, armed.remaining) for armed in self._faults if armed.remaining]
+
+    def _take_fault(self, path: str, acts: Callable[[Fault], bool]) -> Fault | None:
+        """Use one request of the first armed fault for `path` for which `acts` is true."""
+        with self._lock:
+            for armed in self._faults:
+                fault = armed.fault
+                if armed.remaining and path.startswith(fault.path_prefix) and acts(fault):
+                    armed.remaining -= 1
                     return fault
         return None
+
+    def pause(self, seconds: float) -> None:
+        """Wait for a slow fault; returns early when the emulator stops."""
+        self._stopping.wait(seconds)
 
     def _record(self, method: str, path: str, status: int) -> None:
         with self._lock:
@@ -276,29 +347,52 @@ class _Handler(BaseHTTPRequestHandler):
         emulator: Emulator = self.server.emulator  # type: ignore[attr-defined]
         self._drain_body()
         self.rate_headers: tuple[tuple[str, str], ...] = ()
-        reply = self._process(emulator)
-        self._send(reply)
+        self.faults: list[Fault] = []  # the faults this request met, for the log line
+        reply, damage = self._process(emulator)
+        # Logged before the body goes out, so a client that has read the whole answer
+        # always finds its request in the log.
         emulator._record(self.command, self.path, reply.status)
-        logger.info("%s %s %s", self.command, urlsplit(self.path).path, reply.status)
+        try:
+            self._send(reply, damage, emulator)
+        except (BrokenPipeError, ConnectionResetError):
+            # The client went away, e.g. its read timeout fired while a slow fault waited.
+            self.close_connection = True
+        noted = "".join(f" [{fault.describe()}]" for fault in self.faults)
+        logger.info("%s %s %s%s", self.command, urlsplit(self.path).path, reply.status, noted)
 
     def _drain_body(self) -> None:
         length = int(self.headers.get("Content-Length") or 0)
         if length:
             self.rfile.read(length)
 
-    def _process(self, emulator: Emulator) -> Reply:
+    def _process(self, emulator: Emulator) -> tuple[Reply, Fault | None]:
+        """The reply, and the fault (if any) that is to damage its body on the way out."""
         denied = self._authenticate(emulator.config)
         limiter = emulator._limiter
         if denied:
             self._set_rate_headers(limiter.limit, limiter.remaining())
-            return denied
+            return denied, None
         allowed, remaining = limiter.take()
         self._set_rate_headers(limiter.limit, remaining)
         if not allowed:
-            return errors(429, "rate limit exceeded")
-        fault = emulator._take_fault(self.path)
-        if fault:
-            return _fault_reply(fault)
+            return errors(429, "rate limit exceeded"), None
+        path = urlsplit(self.path).path
+        early = emulator._take_fault(path, lambda fault: fault.before_routing)
+        if early:
+            self.faults.append(early)
+            if early.kind == STATUS:
+                return _fault_reply(early), None
+            emulator.pause(early.seconds)
+        reply = self._route(emulator)
+        if reply.status != 200:
+            return reply, None
+        streamed = reply.lines is not None
+        damage = emulator._take_fault(path, lambda fault: fault.damages(streamed))
+        if damage:
+            self.faults.append(damage)
+        return reply, damage
+
+    def _route(self, emulator: Emulator) -> Reply:
         try:
             return route(emulator, self.command, self.path)
         except Exception:  # an emulator bug: answer like an outage, keep serving
@@ -330,9 +424,9 @@ class _Handler(BaseHTTPRequestHandler):
                 ("Ratelimit-Remaining-Second", str(remaining)),
             )
 
-    def _send(self, reply: Reply) -> None:
+    def _send(self, reply: Reply, damage: Fault | None, emulator: Emulator) -> None:
         if reply.lines is not None:
-            self._send_stream(reply)
+            self._send_stream(reply, damage, emulator)
             return
         if reply.html is not None:
             payload, content_type = reply.html.encode(), "text/html; charset=utf-8"
@@ -342,8 +436,14 @@ class _Handler(BaseHTTPRequestHandler):
         self._start(reply, content_type)
         self.send_header("Content-Length", str(len(payload)))
         self.end_headers()
-        if self.command != "HEAD":
+        if self.command == "HEAD":
+            return
+        if damage is None:
             self.wfile.write(payload)
+            return
+        # Only a reset damages a JSON body: half of it arrives, then the connection drops.
+        self.wfile.write(payload[: len(payload) // 2])
+        self._cut(damage.rst)
 
     def _start(self, reply: Reply, content_type: str) -> None:
         self.send_response(reply.status)
@@ -351,39 +451,61 @@ class _Handler(BaseHTTPRequestHandler):
         for name, value in (*reply.headers, *self.rate_headers):
             self.send_header(name, value)
 
-    def _send_stream(self, reply: Reply) -> None:
+    def _send_stream(self, reply: Reply, damage: Fault | None, emulator: Emulator) -> None:
         """Write JSON lines with chunked transfer encoding, never holding the whole body."""
         self._start(reply, reply.content_type)
         self.send_header("Transfer-Encoding", "chunked")
         self.end_headers()
         if self.command == "HEAD":
             return
+        pieces = _encoded_lines(reply.lines or iter(()))
+        if damage:
+            pieces = damaged(pieces, damage, emulator.pause)
+        try:
+            self._write_pieces(pieces)
+        except ConnectionCut:
+            self._cut(damage.rst)
+            return
+        self.wfile.write(b"0\r\n\r\n")
+
+    def _write_pieces(self, pieces: Iterator[bytes | None]) -> None:
+        """Send lines in chunks of about STREAM_CHUNK_BYTES; None sends what is held now."""
         buffer: list[bytes] = []
         size = 0
-        try:
-            for line in reply.lines or ():
-                encoded = json.dumps(line, ensure_ascii=False, separators=(",", ":")).encode()
-                buffer.append(encoded + b"\n")
-                size += len(encoded) + 1
-                if size >= STREAM_CHUNK_BYTES:
-                    self._write_chunk(b"".join(buffer))
-                    buffer, size = [], 0
-            if buffer:
+        for piece in pieces:
+            if piece is not None:
+                buffer.append(piece)
+                size += len(piece)
+            if buffer and (piece is None or size >= STREAM_CHUNK_BYTES):
                 self._write_chunk(b"".join(buffer))
-            self.wfile.write(b"0\r\n\r\n")
-        except (BrokenPipeError, ConnectionResetError):
-            self.close_connection = True  # the client went away mid-file
+                buffer, size = [], 0
+        if buffer:
+            self._write_chunk(b"".join(buffer))
 
     def _write_chunk(self, data: bytes) -> None:
         self.wfile.write(f"{len(data):X}\r\n".encode() + data + b"\r\n")
 
+    def _cut(self, rst: bool) -> None:
+        """Close the connection mid-response, as a failing proxy or load balancer does."""
+        if rst:
+            # SO_LINGER on with a zero timeout makes close() send RST instead of a FIN.
+            linger = struct.pack("ii", 1, 0)
+            self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, linger)
+        # The socket really closes only once no file object holds it.
+        self.rfile.close()
+        self.connection.close()
+        self.close_connection = True
 
-def _fault_reply(fault: _Fault) -> Reply:
+
+def _encoded_lines(lines: Iterator[dict]) -> Iterator[bytes]:
+    for line in lines:
+        yield json.dumps(line, ensure_ascii=False, separators=(",", ":")).encode() + b"\n"
+
+
+def _fault_reply(fault: Fault) -> Reply:
     if fault.html:
         return Reply(fault.status, html=OUTAGE_PAGE.format(status=fault.status))
-    if fault.status == 429:
-        return errors(429, "rate limit exceeded")
-    return errors(fault.status, "injected fault")
+    return errors(fault.status, FAULT_DETAILS.get(fault.status, "injected fault"))
 
 
 # ---------------------------------------------------------------- routing
