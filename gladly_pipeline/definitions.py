@@ -14,6 +14,7 @@ from dagster import (
 from .assets.analytics import analytics_tables
 from .assets.raw import contacts, conversations, messages
 from .assets.reference import agents, inboxes, topics
+from .checks import gladly_checks
 from .resources import DataRoot, GladlyResource
 from .sensors.sensors import export_jobs_sensor, intraday_sensor
 
@@ -54,11 +55,18 @@ OPTIONAL_INT_SETTINGS = {
 
 
 def optional_settings() -> dict:
-    return {
-        field: EnvVar.int(name)
-        for field, name in OPTIONAL_INT_SETTINGS.items()
-        if os.environ.get(name)
-    }
+    """Read when the code location loads: these are not secrets, and their ranges are
+    checked right away (an EnvVar would be checked only as a placeholder at load time)."""
+    settings = {}
+    for field, name in OPTIONAL_INT_SETTINGS.items():
+        raw = os.environ.get(name, "").strip()
+        if not raw:
+            continue
+        try:
+            settings[field] = int(raw)
+        except ValueError:
+            raise ValueError(f"{name} must be a whole number, got {raw!r}") from None
+    return settings
 
 
 def privacy_settings() -> dict:
@@ -79,6 +87,7 @@ automation_sensor = AutomationConditionSensorDefinition(
 
 defs = Definitions(
     assets=[messages, conversations, contacts, agents, inboxes, topics, analytics_tables],
+    asset_checks=gladly_checks,
     jobs=[extract_day_job, refresh_tables_job],
     sensors=[
         export_jobs_sensor(extract_day_job),

@@ -1,5 +1,6 @@
 """The code location loads, and everything a user sees in the UI is described."""
 
+import pytest
 from dagster import AssetKey
 
 from gladly_pipeline.definitions import defs, gladly_host, optional_settings
@@ -48,10 +49,16 @@ def test_api_token_is_wired_as_an_env_var_not_a_value():
 
 def test_budget_and_schedule_settings_come_from_env_vars_when_set(monkeypatch):
     monkeypatch.setenv("GLADLY_CONVERSATIONS_PER_PERIOD", "5000")
-    monkeypatch.delenv("GLADLY_BILLING_PERIOD_START_DAY", raising=False)
-    settings = optional_settings()
-    assert set(settings) == {"conversations_per_period"}
-    assert settings["conversations_per_period"].env_var_name == "GLADLY_CONVERSATIONS_PER_PERIOD"
+    monkeypatch.setenv("GLADLY_BILLING_PERIOD_START_DAY", " 15 ")
+    monkeypatch.delenv("GLADLY_FIRST_RUN_LOOKBACK_DAYS", raising=False)
+    assert optional_settings() == {"conversations_per_period": 5000,
+                                   "billing_period_start_day": 15}
+
+
+def test_a_setting_that_is_not_a_number_is_named_in_the_error(monkeypatch):
+    monkeypatch.setenv("GLADLY_INTRADAY_REFRESH_MINUTES", "hourly")
+    with pytest.raises(ValueError, match="GLADLY_INTRADAY_REFRESH_MINUTES"):
+        optional_settings()
 
 
 def test_sensors_start_running_by_default():
