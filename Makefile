@@ -20,7 +20,7 @@ EMULATOR_ENV := GLADLY_BASE_URL=http://127.0.0.1:$(EMULATOR_PORT) \
 	GLADLY_USERNAME=agent@example.com GLADLY_API_TOKEN=emulator-token \
 	GLADLY_DATA_ROOT=$(DEMO_DIR)/data DAGSTER_HOME=$(DEMO_DIR)/dagster_home
 
-.PHONY: install homes demo test dev ui emulator lint clean
+.PHONY: install homes demo test bench dev ui emulator lint clean
 
 install: $(STAMP) homes
 
@@ -46,8 +46,14 @@ demo: install
 test: install
 	$(PY) -m pytest
 
+# Requests, pacing, parse speed, memory and rebuild time against the emulator, each size
+# in a fresh process (benchmarks/bench.py); 100k takes ~6 minutes and ~6.5 GB of RAM.
+SIZES ?= 10000 100000
+bench: install
+	$(PY) -m benchmarks.bench --sizes $(SIZES)
+
 lint: install
-	$(VENV)/bin/ruff check gladly_pipeline gladly_pipeline_tests
+	$(VENV)/bin/ruff check gladly_pipeline gladly_pipeline_tests benchmarks
 
 emulator: install
 	$(PY) -m gladly_pipeline.emulator --port $(EMULATOR_PORT) --seed 1

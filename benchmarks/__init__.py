@@ -1,0 +1,1 @@
+"""Benchmarks of the pipeline against the in-process Gladly emulator (`make bench`)."""
