@@ -16,7 +16,7 @@ from ..timeutil import format_timestamp, parse_timestamp
 from ..windows import Window
 from .coverage import ExportNotAvailable
 from .rest import fan_out
-from .staging import Admit, MessageStats, RowSink, check_malformed, publish
+from .staging import Admit, MessageStats, check_malformed, write_day
 
 EVENT_ENTITIES = ("CONTACT", "CONVERSATION", "CUSTOMER_PROFILE", "CUSTOMER")
 EVENTS_REACH = timedelta(hours=24)
@@ -66,16 +66,7 @@ def extract_messages_from_events(
             stats.capped_conversations.append(conversation_id)
         rows.extend(_event_path_rows(items, window, stats))
     kept = _unchanged_rows(store, path, touched)
-    stage = store.staging(path)
-    try:
-        with store.writer(stage, RAW_MESSAGES) as writer:
-            sink = RowSink(writer, stats)
-            for row in kept + rows:
-                sink.add(row)
-            sink.flush()
-        publish(store, stage, path, stats, admit)
-    finally:
-        stage.unlink(missing_ok=True)
+    write_day(store, path, kept + rows, stats, admit)
     return stats
 
 

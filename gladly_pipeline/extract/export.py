@@ -7,12 +7,11 @@ from typing import Optional
 
 from ..client import GladlyClient, GladlyNotFound
 from ..records import message_row
-from ..schemas import RAW_MESSAGES
 from ..storage import TableStore
 from ..timeutil import parse_timestamp
 from ..windows import Window
 from .coverage import ExportNotAvailable, jobs_for_window
-from .staging import Admit, MessageStats, RowSink, check_malformed, publish
+from .staging import Admit, MessageStats, check_malformed, write_day
 
 log = logging.getLogger(__name__)
 
@@ -69,17 +68,8 @@ class ExportFileGone(Exception):
 def _extract_from_jobs(client, jobs, window, store, path, admit) -> MessageStats:
     stats = MessageStats(jobs=[job["id"] for job in jobs])
     seen: set = set()
-    stage = store.staging(path)
-    try:
-        with store.writer(stage, RAW_MESSAGES) as writer:
-            sink = RowSink(writer, stats)
-            for job in jobs:
-                for row in _job_items(client, job, window, seen, stats):
-                    sink.add(row)
-            sink.flush()
-        publish(store, stage, path, stats, admit)
-    finally:
-        stage.unlink(missing_ok=True)
+    rows = (row for job in jobs for row in _job_items(client, job, window, seen, stats))
+    write_day(store, path, rows, stats, admit)
     return stats
 
 

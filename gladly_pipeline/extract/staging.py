@@ -93,3 +93,17 @@ def check_malformed(what: str, lines: int, malformed: int) -> None:
             f"{what} has {malformed} malformed lines out of {lines}: it is not "
             "trustworthy, so nothing was written"
         )
+
+
+def write_day(store: TableStore, path: Path, rows, stats: MessageStats, admit: Admit) -> None:
+    """Stages `rows` in a hidden file, then publishes it as the day (less any deferrals)."""
+    stage = store.staging(path)
+    try:
+        with store.writer(stage, RAW_MESSAGES) as writer:
+            sink = RowSink(writer, stats)
+            for row in rows:
+                sink.add(row)
+            sink.flush()
+        publish(store, stage, path, stats, admit)
+    finally:
+        stage.unlink(missing_ok=True)
