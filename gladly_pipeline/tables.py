@@ -4,12 +4,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from .schemas import (
-    ANALYTICS_CONTACTS,
-    ANALYTICS_CONVERSATIONS,
-    ANALYTICS_MESSAGES,
-    CHANNEL_COUNT_COLUMNS,
-)
+from .schemas import CHANNEL_COUNT_COLUMNS
 
 CHANNELS = {
     "CHAT_MESSAGE": "CHAT",
@@ -275,15 +270,3 @@ def to_arrow(frame: pd.DataFrame, schema: pa.Schema) -> pa.Table:
     frame = frame.astype(object).where(frame.notna(), None)
     return pa.Table.from_pandas(frame, schema=schema, preserve_index=False)
 
-
-__all__ = [
-    "ANALYTICS_CONTACTS",
-    "ANALYTICS_CONVERSATIONS",
-    "ANALYTICS_MESSAGES",
-    "add_conversation_span",
-    "build_contacts",
-    "build_conversations",
-    "build_messages",
-    "merge_map",
-    "to_arrow",
-]
