@@ -60,7 +60,9 @@ class GladlyResource(ConfigurableResource):
         ),
     )
     contact_refresh_hours: int = Field(
-        default=24,
+        # Over a day: the daily runs come about 24 hours apart, give or take the export's
+        # publication time, and a 24-hour window would miss the previous day by minutes.
+        default=36,
         ge=0,
         description=(
             "A customer profile fetched this recently (for any day) is reused instead of "
