@@ -104,3 +104,16 @@ def test_two_runs_at_once_never_overspend(tmp_path):
     ledger.close()
     assert len(counted) == limit
     assert written == counted
+
+
+def test_rerun_in_a_later_period_never_cuts_a_day_already_written(tmp_path):
+    config = small_config(now=datetime(2026, 3, 9, 12, tzinfo=UTC), future_days=1)
+    with start_emulator(config) as emu:
+        extract(emu, tmp_path, "2026-03-07")  # no budget: the whole day
+        path = TableStore(tmp_path).raw_partition("messages", "2026-03-07")
+        before = pq.read_table(path)
+        emu.set_now(datetime(2026, 3, 10, 6, tzinfo=UTC))  # a new period, a tight budget
+        meta = extract(emu, tmp_path, "2026-03-07", **BUDGET)["raw/messages"]
+    assert meta["deferred_conversations"].value == 0
+    assert meta["budget_new_conversations"].value == 0
+    assert pq.read_table(path).num_rows == before.num_rows

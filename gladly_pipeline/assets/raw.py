@@ -63,7 +63,8 @@ def messages(
     ledger = gladly.open_ledger(store)
     # Reservations belong to the day, not to one Dagster run: a rerun after a run was
     # killed outright takes over its reservations and counts them once its data is written.
-    budget = DayBudget(ledger, gladly, now=client.server_time(), run_id=f"day:{window.day}")
+    budget = DayBudget(ledger, gladly, now=client.server_time(), run_id=f"day:{window.day}",
+                       stored=_stored_conversations(store, path))
     try:
         stats = _extract_day(context, client, gladly, window, store, path, budget.admit)
     except ExportNotAvailable as exc:
@@ -130,16 +131,21 @@ def _extract_day(context, client, gladly, window, store, path, admit):
 class DayBudget:
     """The volume budget as one day's extraction sees it: reserve, then commit or release."""
 
-    def __init__(self, ledger, gladly: GladlyResource, *, now, run_id: str):
+    def __init__(self, ledger, gladly: GladlyResource, *, now, run_id: str, stored: set):
         self.ledger = ledger
         self.limit = gladly.conversations_per_period
         self.period = gladly.period(now)
         self.run_id = run_id
+        # Conversations this day already holds were ingested (and counted) when first
+        # written; refreshing them costs nothing, and a rerun in a later period must not
+        # cut a day already written down to what that period's budget has left.
+        self.stored = stored
         self.reservation = None
 
     def admit(self, first_activity: dict) -> set:
         """Reserves units oldest activity first; returns the conversations deferred."""
-        ordered = sorted(first_activity, key=lambda cid: (first_activity[cid], cid))
+        new = {cid: ts for cid, ts in first_activity.items() if cid not in self.stored}
+        ordered = sorted(new, key=lambda cid: (new[cid], cid))
         self.reservation = self.ledger.reserve(
             self.period, ordered, limit=self.limit, run_id=self.run_id
         )
@@ -160,6 +166,13 @@ class DayBudget:
         if self.reservation is not None:
             meta["budget_new_conversations"] = len(self.reservation.newly_reserved)
         return meta
+
+
+def _stored_conversations(store, path) -> set:
+    if not path.exists():
+        return set()
+    ids = store.read(path, RAW_MESSAGES).column("conversation_id").drop_null()
+    return set(pc.unique(ids).to_pylist())
 
 
 def _source(stats) -> str:
