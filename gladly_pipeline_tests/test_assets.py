@@ -121,7 +121,7 @@ def test_expired_export_file_is_reported_and_the_day_fails_clearly(tmp_path):
         gone = [j["id"] for j in emu.data.jobs if j["id"] in emu.data.files_gone]
     assert not result.success
     failure = result.get_step_failure_events()[0].step_failure_data.error.message
-    assert "files are gone" in failure
+    assert "is gone (expired or deleted)" in failure and "Waiting will not help" in failure
     assert any(job_id in failure for job_id in gone)
     assert not TableStore(tmp_path).raw_partition("messages", "2026-03-06").exists()
 

@@ -1,6 +1,7 @@
 """The Gladly client against the emulator: auth, retries, merges, caps, streaming."""
 
 import json
+import random
 import socket
 
 import pytest
@@ -202,3 +203,13 @@ def test_bad_hosts_are_refused_before_any_request(kwargs, problem):
 
 def _item_count(emu, conversation_id):
     return sum(1 for item in emu.data.items if item.get("conversationId") == conversation_id)
+
+
+def test_default_retry_policy_rides_out_a_burst_but_stays_bounded():
+    policy = RetryPolicy()
+    rng = random.Random(7)
+    waits = [sum(policy.delay(n, rng) for n in range(policy.max_attempts - 1))
+             for _ in range(200)]
+    # A 429 burst of 20 s must not fail the day, yet the worst case is capped.
+    assert sum(waits) / len(waits) > 40
+    assert policy.max_total_wait <= 180

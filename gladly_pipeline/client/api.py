@@ -97,9 +97,13 @@ class ProfileLookup:
 
 @dataclass(frozen=True)
 class RetryPolicy:
-    """Bounded exponential backoff with full jitter, as Gladly recommends."""
+    """Bounded exponential backoff with full jitter, as Gladly recommends.
 
-    max_attempts: int = 6
+    Ten attempts wait about 75 s in all on average, so a burst of 429s from another tool
+    sharing the organisation's rate is ridden out; `max_total_wait` caps the worst case.
+    """
+
+    max_attempts: int = 10
     base_seconds: float = 1.0
     cap_seconds: float = 30.0
     max_total_wait: float = 180.0

@@ -40,10 +40,13 @@ def extract_messages(
         except ExportNotAvailable as gap:
             if not skipped:
                 raise
+            # Lead with the skipped jobs: "try again later" would be wrong advice here.
             gone = ", ".join(skipped)
             raise ExportNotAvailable(
-                f"{gap} Export jobs {gone} were skipped: listed as COMPLETED, but their "
-                f"{ITEMS_FILE} files are gone (expired or deleted) or not listed."
+                f"Day {window.day} cannot be extracted: export jobs {gone} are listed as "
+                f"COMPLETED but their {ITEMS_FILE} is gone (expired or deleted) or not "
+                "listed, and no other job covers the day. Waiting will not help; Gladly "
+                f"Support can regenerate the export. ({gap})"
             ) from None
         try:
             stats = _extract_from_jobs(client, covering, window, store, path, admit)
