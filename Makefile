@@ -33,9 +33,17 @@ $(STAMP): pyproject.toml
 
 # The instance: SQLite by default, PostgreSQL when DAGSTER_PG_URL is set (your account only;
 # the demo always uses SQLite).
+# DAGSTER_PG_URL may come from the environment or from .env (which Dagster reads too).
 homes:
 	mkdir -p $(HOME_DIR) $(DEMO_DIR)/dagster_home
-	if [ -n "$$DAGSTER_PG_URL" ]; then config=dagster-postgres.yaml; else config=dagster.yaml; fi; \
+	url="$${DAGSTER_PG_URL:-$$(sed -n 's/^DAGSTER_PG_URL=//p' .env 2>/dev/null | tail -n 1)}"; \
+	case "$$url" in \
+	  "") config=dagster.yaml ;; \
+	  postgresql+psycopg2://*) config=dagster-postgres.yaml ;; \
+	  *) echo "DAGSTER_PG_URL must start with postgresql+psycopg2:// (psycopg2 is the" \
+	          "driver installed; a bare postgresql:// means psycopg 3 to SQLAlchemy)" >&2; \
+	     exit 1 ;; \
+	esac; \
 	ln -sfn ../$$config $(HOME_DIR)/dagster.yaml
 	ln -sfn ../../dagster.yaml $(DEMO_DIR)/dagster_home/dagster.yaml
 

@@ -66,7 +66,18 @@ def optional_settings() -> dict:
             settings[field] = int(raw)
         except ValueError:
             raise ValueError(f"{name} must be a whole number, got {raw!r}") from None
+        _check_range(field, name, settings[field])
     return settings
+
+
+def _check_range(field: str, name: str, value: int) -> None:
+    """Names the env var, where the resource's own error would name only its field."""
+    bounds = GladlyResource.model_fields[field].metadata
+    low = next((b.ge for b in bounds if hasattr(b, "ge")), None)
+    high = next((b.le for b in bounds if hasattr(b, "le")), None)
+    if (low is not None and value < low) or (high is not None and value > high):
+        allowed = f"from {low}" + (f" to {high}" if high is not None else " up")
+        raise ValueError(f"{name}={value} is out of range: allowed {allowed}")
 
 
 def privacy_settings() -> dict:

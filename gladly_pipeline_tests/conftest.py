@@ -10,6 +10,13 @@ from sqlalchemy.engine import make_url
 
 # No test may post Dagster telemetry anywhere.
 os.environ["DAGSTER_DISABLE_TELEMETRY"] = "1"
+# A developer's own account settings must not reach the tests (nor the tests their ledger).
+for _name in list(os.environ):
+    if _name == "DAGSTER_PG_URL" or (
+        _name.startswith("GLADLY_")
+        and not _name.startswith(("GLADLY_TEST_", "GLADLY_REQUIRE_", "GLADLY_UPDATE_"))
+    ):
+        del os.environ[_name]
 
 from gladly_pipeline.client import GladlyClient, RetryPolicy  # noqa: E402
 from gladly_pipeline.emulator import EmulatorConfig, start_emulator  # noqa: E402

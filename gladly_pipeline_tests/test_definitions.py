@@ -68,3 +68,17 @@ def test_sensors_start_running_by_default():
         "gladly_intraday": "RUNNING",
         "gladly_automation": "RUNNING",
     }
+
+
+@pytest.mark.parametrize(
+    "name, value, allowed",
+    [
+        ("GLADLY_FIRST_RUN_LOOKBACK_DAYS", "30", "from 1 to 14"),
+        ("GLADLY_BILLING_PERIOD_START_DAY", "31", "from 1 to 28"),
+        ("GLADLY_INTRADAY_REFRESH_MINUTES", "1", "from 5 up"),
+    ],
+)
+def test_a_setting_out_of_range_is_named_with_what_is_allowed(monkeypatch, name, value, allowed):
+    monkeypatch.setenv(name, value)
+    with pytest.raises(ValueError, match=f"{name}={value} is out of range: allowed {allowed}"):
+        optional_settings()
