@@ -569,44 +569,22 @@ def _organization(emulator: Emulator, query: dict) -> Reply:
     return _ok(emulator.data.organization)
 
 
-@_route("agents")
-def _agents(emulator: Emulator, query: dict) -> Reply:
-    return _ok(emulator.data.agents)
+def _reference_routes(name: str, singular: str) -> None:
+    """The list and by-id endpoints of one kind of reference data (agents, inboxes, ...)."""
+
+    @_route(name)
+    def _list(emulator: Emulator, query: dict) -> Reply:
+        return _ok(getattr(emulator.data, name))
+
+    @_route(name + "/{}")
+    def _one(emulator: Emulator, query: dict, record_id: str) -> Reply:
+        return _find(getattr(emulator.data, name), record_id, singular)
 
 
-@_route("agents/{}")
-def _agent(emulator: Emulator, query: dict, agent_id: str) -> Reply:
-    return _find(emulator.data.agents, agent_id, "agent")
-
-
-@_route("inboxes")
-def _inboxes(emulator: Emulator, query: dict) -> Reply:
-    return _ok(emulator.data.inboxes)
-
-
-@_route("inboxes/{}")
-def _inbox(emulator: Emulator, query: dict, inbox_id: str) -> Reply:
-    return _find(emulator.data.inboxes, inbox_id, "inbox")
-
-
-@_route("teams")
-def _teams(emulator: Emulator, query: dict) -> Reply:
-    return _ok(emulator.data.teams)
-
-
-@_route("teams/{}")
-def _team(emulator: Emulator, query: dict, team_id: str) -> Reply:
-    return _find(emulator.data.teams, team_id, "team")
-
-
-@_route("topics")
-def _topics(emulator: Emulator, query: dict) -> Reply:
-    return _ok(emulator.data.topics)
-
-
-@_route("topics/{}")
-def _topic(emulator: Emulator, query: dict, topic_id: str) -> Reply:
-    return _find(emulator.data.topics, topic_id, "topic")
+for _name, _singular in (
+    ("agents", "agent"), ("inboxes", "inbox"), ("teams", "team"), ("topics", "topic")
+):
+    _reference_routes(_name, _singular)
 
 
 @_route("customer-profiles")
