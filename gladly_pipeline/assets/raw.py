@@ -67,15 +67,15 @@ def messages(
                        stored=_stored_conversations(store, path))
     try:
         stats = _extract_day(context, client, gladly, window, store, path, budget.admit)
-    except ExportNotAvailable as exc:
+    except BaseException as exc:
         budget.release()
-        raise Failure(str(exc), metadata=window_metadata(window)) from None
-    except BaseException:
-        budget.release()
+        if isinstance(exc, ExportNotAvailable):
+            raise Failure(str(exc), metadata=window_metadata(window)) from None
         raise
     else:
         # Only now is the day's data in place: its units become counted.
         budget.commit()
+        budget_metadata = budget.metadata()
     finally:
         client.close()
         ledger.close()
@@ -100,7 +100,7 @@ def messages(
             "malformed_line_positions": MetadataValue.json(stats.malformed_positions[:100]),
             "capped_conversations": len(stats.capped_conversations),
             "deferred_conversations": stats.deferred_conversations,
-            **budget.metadata(),
+            **budget_metadata,
             **_request_metadata(client),
             "path": MetadataValue.path(str(path)),
         }
