@@ -18,7 +18,6 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Optional
 
 import pyarrow as pa
 import pyarrow.dataset as ds
@@ -83,17 +82,17 @@ class TableStore:
     def read(self, path: Path, schema: pa.Schema) -> pa.Table:
         return pq.read_table(path, schema=schema)
 
-    def read_raw(self, table: str, schema: pa.Schema, days: Optional[list] = None) -> pa.Table:
-        """Every partition of a raw table (or the given days) as one table."""
-        if days is not None:
-            paths = [self.raw_partition(table, day) for day in days]
-            tables = [pq.read_table(p, schema=schema) for p in paths if p.exists()]
-            return pa.concat_tables(tables) if tables else schema.empty_table()
+    def read_raw(self, table: str, schema: pa.Schema, skip: tuple = ()) -> pa.Table:
+        """Every partition of a raw table as one table, less the `skip` columns.
+
+        Skipping what a reader does not use (e.g. `raw_json`) keeps it out of memory.
+        """
+        keep = [field for field in schema if field.name not in skip]
         folder = self.raw_table_dir(table)
         if not folder.exists():
-            return schema.empty_table()
+            return pa.schema(keep).empty_table()
         dataset = ds.dataset(folder, format="parquet", schema=schema, partitioning="hive")
-        return dataset.to_table()
+        return dataset.to_table(columns=[field.name for field in keep])
 
 
 # A run killed outright (SIGKILL, OOM, a lost pod) leaves its hidden temporary files

@@ -39,6 +39,7 @@ AFTER_RAW_UPDATES = (
     & ~AutomationCondition.any_deps_in_progress()
     & ~AutomationCondition.in_progress()
 ).with_label("after new raw data")
+UNUSED = ("raw_json",)
 RAW = [AssetKey(["raw", name]) for name in
        ("messages", "conversations", "contacts", "agents", "inboxes", "topics")]
 
@@ -87,9 +88,10 @@ RAW = [AssetKey(["raw", name]) for name in
 )
 def analytics_tables(context: AssetExecutionContext, data_root: DataRoot):
     store = data_root.store()
-    raw_messages = store.read_raw("messages", RAW_MESSAGES)
-    raw_conversations = store.read_raw("conversations", RAW_CONVERSATIONS)
-    raw_contacts = store.read_raw("contacts", RAW_CONTACTS)
+    # The tables are built from the typed columns; Gladly's JSON stays on disk.
+    raw_messages = store.read_raw("messages", RAW_MESSAGES, skip=UNUSED)
+    raw_conversations = store.read_raw("conversations", RAW_CONVERSATIONS, skip=UNUSED)
+    raw_contacts = store.read_raw("contacts", RAW_CONTACTS, skip=UNUSED)
     context.log.info(
         "Building tables from %d raw items, %d conversation rows, %d profile rows",
         raw_messages.num_rows, raw_conversations.num_rows, raw_contacts.num_rows,
