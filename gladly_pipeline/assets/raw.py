@@ -60,13 +60,15 @@ def messages(
     store = data_root.store()
     path = store.raw_partition("messages", window.day)
     client = gladly.get_client()
+    # Listed first: the answer also gives Gladly's clock, so no extra request is needed.
+    jobs = client.export_jobs(status="COMPLETED")
     ledger = gladly.open_ledger(store)
     # Reservations belong to the day, not to one Dagster run: a rerun after a run was
     # killed outright takes over its reservations and counts them once its data is written.
     budget = DayBudget(ledger, gladly, now=client.server_time(), run_id=f"day:{window.day}",
                        stored=_stored_conversations(store, path))
     try:
-        stats = _extract_day(context, client, gladly, window, store, path, budget.admit)
+        stats = _extract_day(context, client, gladly, jobs, window, path, store, budget.admit)
     except BaseException as exc:
         budget.release()
         if isinstance(exc, ExportNotAvailable):
@@ -100,6 +102,7 @@ def messages(
             "malformed_line_positions": MetadataValue.json(stats.malformed_positions[:100]),
             "capped_conversations": len(stats.capped_conversations),
             "deferred_conversations": stats.deferred_conversations,
+            "deferred_items": stats.deferred_items,
             **budget_metadata,
             **_request_metadata(client),
             "path": MetadataValue.path(str(path)),
@@ -107,9 +110,8 @@ def messages(
     )
 
 
-def _extract_day(context, client, gladly, window, store, path, admit):
+def _extract_day(context, client, gladly, jobs, window, path, store, admit):
     """Export jobs when they cover the day; else the Events API while it reaches."""
-    jobs = client.export_jobs(status="COMPLETED")
     try:
         jobs_for_window(jobs, window)
     except ExportNotAvailable as not_exported:

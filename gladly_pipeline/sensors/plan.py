@@ -10,7 +10,7 @@ from typing import Optional
 
 from ..extract import ExportNotAvailable, covered_days, job_window, jobs_for_window
 from ..timeutil import parse_timestamp
-from ..windows import Window, daily_partitions, window_for_day
+from ..windows import daily_partitions, window_for_day
 
 
 @dataclass(frozen=True)
@@ -131,10 +131,8 @@ def _is_key(day: str) -> bool:
 
 def intraday_days(now: datetime, jobs: list) -> list:
     """Today, and yesterday while no export job covers it yet."""
-    today = Window(now.replace(hour=0, minute=0, second=0, microsecond=0), now)
-    yesterday = window_for_day((today.start - timedelta(days=1)).strftime("%Y-%m-%d"))
-    days = [today.start.strftime("%Y-%m-%d")]
-    completed = [j for j in jobs if j.get("status") == "COMPLETED"]
-    if yesterday.day not in covered_days(completed):
-        days.insert(0, yesterday.day)
-    return days
+    today = now.strftime("%Y-%m-%d")
+    yesterday = (now - timedelta(days=1)).strftime("%Y-%m-%d")
+    if yesterday in covered_days(jobs):
+        return [today]
+    return [yesterday, today]
