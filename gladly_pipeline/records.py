@@ -100,6 +100,46 @@ def contact_row(profile: dict, fetched_at: datetime) -> dict:
     }
 
 
+def exported_contact_row(line: dict, raw_json: str, fetched_at: datetime) -> dict:
+    """One customers.jsonl line (the export's reduced profile) as a raw `contacts` row.
+
+    The line has no custom attributes and no timestamps: those columns stay null. Its
+    addresses are plain strings without a primary flag, so the first one listed is taken
+    as primary; Gladly does not document the order (GET lists the primary one first in
+    every sample we have, and the emulator does the same).
+    """
+    emails = _str_list(line.get("emailAddresses")) or []
+    phones = _str_list(line.get("phoneNumbers")) or []
+    external_ids = line.get("externalCustomerIds")
+    return {
+        "id": line["id"],
+        "merged_into": None,
+        "deleted": False,
+        "name": _str(line.get("name")),
+        "address": _str(line.get("address")),
+        "emails": emails,
+        "primary_email": emails[0] if emails else None,
+        "phones": phones,
+        "primary_phone": phones[0] if phones else None,
+        "external_customer_id": _str(line.get("externalCustomerId")),
+        "external_customer_ids_json": _dumps(external_ids) if external_ids else None,
+        "custom_attributes_json": None,
+        "created_at": None,
+        "updated_at": None,
+        "fetched_at": fetched_at,
+        "raw_json": raw_json,
+    }
+
+
+def is_full_contact_row(row: dict) -> bool:
+    """Whether a raw contact row came from GET customer-profiles/{id} (or is a 301/404 mark).
+
+    A profile from GET always carries `createdAt` (reference §12.3); the export's reduced
+    profile never does. A GET answer without it would only be fetched once more.
+    """
+    return row["created_at"] is not None or bool(row["merged_into"]) or bool(row["deleted"])
+
+
 def merged_contact_row(old_id: str, new_id: str, fetched_at: datetime) -> dict:
     """A profile id Gladly answered with 301: it now lives on as `new_id`."""
     return _placeholder_contact(

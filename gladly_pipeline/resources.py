@@ -59,14 +59,24 @@ class GladlyResource(ConfigurableResource):
             "database when DAGSTER_PG_URL is set, else SQLite under the data root."
         ),
     )
+    full_contact_profiles: bool = Field(
+        default=False,
+        description=(
+            "Off: an exported day's contacts are the reduced profiles of the export's "
+            "customers.jsonl (one download per day; no custom attributes, createdAt or "
+            "updatedAt). On: every profile is fetched with GET customer-profiles/{id}, "
+            "about one request per new conversation (most customers are new), reused "
+            "within `contact_refresh_hours`."
+        ),
+    )
     contact_refresh_hours: int = Field(
         # Over a day: the daily runs come about 24 hours apart, give or take the export's
         # publication time, and a 24-hour window would miss the previous day by minutes.
         default=36,
         ge=0,
         description=(
-            "A customer profile fetched this recently (for any day) is reused instead of "
-            "asked for again; 0 fetches every profile every time."
+            "A customer profile fetched with GET this recently (for any day) is reused "
+            "instead of asked for again; 0 fetches every such profile every time."
         ),
     )
     first_run_lookback_days: int = Field(

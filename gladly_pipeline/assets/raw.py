@@ -2,6 +2,7 @@
 
 from datetime import datetime, timedelta
 
+import pyarrow as pa
 import pyarrow.compute as pc
 from dagster import (
     AssetExecutionContext,
@@ -13,6 +14,8 @@ from dagster import (
 
 from ..client import GladlyClient
 from ..extract import (
+    CUSTOMERS_FILE,
+    ExportedContacts,
     ExportNotAvailable,
     events_reach,
     extract_messages,
@@ -20,7 +23,9 @@ from ..extract import (
     fetch_contacts,
     fetch_conversations,
     jobs_for_window,
+    read_exported_contacts,
     recent_contacts,
+    reusable_conversations,
     window_metadata,
 )
 from ..resources import DataRoot, GladlyResource
@@ -192,8 +197,11 @@ def _source(stats) -> str:
     kinds={"parquet"},
     description=(
         "The conversations active during the UTC day (those with an item that day), as "
-        "Gladly reports them when extracted: status, inbox, assigned agent, topics, "
-        "created and closed times."
+        "Gladly reports them after the day's last item: status, inbox, assigned agent, "
+        "topics, created and closed times. A conversation already fetched after its last "
+        "item of the day (for any day) is copied with its `fetched_at` instead of asked "
+        "for again; a customer with several conversations to fetch is asked once for its "
+        "conversation list."
     ),
 )
 def conversations(
@@ -201,13 +209,21 @@ def conversations(
 ) -> MaterializeResult:
     window = partition_window(context)
     store = data_root.store()
-    items = store.read(store.raw_partition("messages", window.day), RAW_MESSAGES)
-    ids = _distinct(items, "conversation_id")
-    context.log.info("Fetching %d conversations active in %s", len(ids), window.describe())
+    items = store.read(store.raw_partition("messages", window.day), ACTIVITY_COLUMNS)
+    activity, owners = _activity(items)
+    ids = sorted(owners)
+    # Read before any request: a fetch made after this instant errs early, never late.
+    now = datetime.now(UTC)
+    stored = reusable_conversations(store, activity)
+    context.log.info(
+        "%d conversations active in %s; %d unchanged since their last fetch, %d to fetch",
+        len(ids), window.describe(), len(stored), len(ids) - len(stored),
+    )
     client = gladly.get_client()
     try:
         table, stats = fetch_conversations(
-            client, ids, workers=gladly.max_parallel_requests, now=datetime.now(UTC)
+            client, ids, workers=gladly.max_parallel_requests, now=now,
+            stored=stored, customers=owners,
         )
     finally:
         client.close()
@@ -218,16 +234,54 @@ def conversations(
             "%d conversations no longer exist in Gladly (merged away or deleted)",
             len(stats.not_found),
         )
-    context.log.info("Wrote %d conversations", stats.written)
+    context.log.info(
+        "Wrote %d conversations (%d reused, %d from %d customer lists, %d fetched alone)",
+        stats.written, stats.reused, stats.listed, stats.list_requests,
+        stats.written - stats.reused - stats.listed,
+    )
     return MaterializeResult(
         metadata={
             "dagster/row_count": stats.written,
             **window_metadata(window),
+            "conversations_reused": stats.reused,
+            "conversations_from_customer_lists": stats.listed,
+            "customer_list_requests": stats.list_requests,
             "conversations_not_found": len(stats.not_found),
             **_request_metadata(client),
             "path": MetadataValue.path(str(path)),
         }
     )
+
+
+# The columns each asset reads from the day's items: never raw_json nor the texts.
+ACTIVITY_COLUMNS = pa.schema(
+    [RAW_MESSAGES.field(name) for name in
+     ("conversation_id", "customer_id", "timestamp", "completed_at")]
+)
+OWNER_COLUMNS = pa.schema([RAW_MESSAGES.field(n) for n in ("conversation_id", "customer_id")])
+CONVERSATION_OWNERS = pa.schema([RAW_CONVERSATIONS.field(n) for n in ("id", "customer_id")])
+
+
+def _activity(items: pa.Table) -> tuple:
+    """Per conversation: its last activity of the day, and the customer its items name.
+
+    A call's item is stamped when it started, but Gladly lists it once it is over, so
+    its end counts. Where items name two customers (a merge), either one will do: it only
+    groups the conversation with others of that customer.
+    """
+    grouped = items.filter(pc.is_valid(items["conversation_id"])).group_by(
+        "conversation_id").aggregate(
+        [("timestamp", "max"), ("completed_at", "max"), ("customer_id", "min")]
+    )
+    ids = grouped["conversation_id"].to_pylist()
+    activity = {}
+    for cid, started, ended in zip(ids, grouped["timestamp_max"].to_pylist(),
+                                   grouped["completed_at_max"].to_pylist(), strict=True):
+        known = [moment for moment in (started, ended) if moment is not None]
+        if known:
+            activity[cid] = max(known)
+    owners = dict(zip(ids, grouped["customer_id_min"].to_pylist(), strict=True))
+    return activity, owners
 
 
 @asset(
@@ -238,9 +292,14 @@ def conversations(
     deps=[messages, conversations],
     kinds={"parquet"},
     description=(
-        "The customer profiles (contacts) behind the day's conversations and items: name, "
-        "emails, phones, custom attributes. A profile merged into another is kept as a row "
-        "with `merged_into` set, and the surviving profile is fetched too."
+        "The customer profiles (contacts) behind the day's conversations and items. For an "
+        "exported day they are the reduced profiles of the export's customers.jsonl: name, "
+        "address, emails, phones, external ids; `custom_attributes_json`, `created_at` and "
+        "`updated_at` stay null (the GladlyResource setting `full_contact_profiles` fetches "
+        "full profiles instead, at about one request per new conversation). Ids the file "
+        "lacks, days not exported yet, and customers whose conversation now names another "
+        "customer are fetched with GET. A profile merged into another is kept as a row "
+        "with `merged_into` set, and the surviving profile is found too."
     ),
 )
 def contacts(
@@ -248,42 +307,89 @@ def contacts(
 ) -> MaterializeResult:
     window = partition_window(context)
     store = data_root.store()
-    items = store.read(store.raw_partition("messages", window.day), RAW_MESSAGES)
-    convs = store.read(store.raw_partition("conversations", window.day), RAW_CONVERSATIONS)
+    items = store.read(store.raw_partition("messages", window.day), OWNER_COLUMNS)
+    convs = store.read(store.raw_partition("conversations", window.day), CONVERSATION_OWNERS)
     ids = sorted(set(_distinct(items, "customer_id")) | set(_distinct(convs, "customer_id")))
-    context.log.info("Fetching %d customer profiles for %s", len(ids), window.describe())
+    # The file shows a profile as it was when the export was written; a conversation
+    # that names another customer now says the one its items name was merged since.
+    moved = _moved_customers(items, convs)
+    context.log.info("Finding %d customer profiles for %s", len(ids), window.describe())
     now = datetime.now(UTC)
-    cached = {}
-    if gladly.contact_refresh_hours:
-        # Profiles change rarely: one fetched for another day within the refresh window
-        # is reused, which saves about one request per conversation.
-        cached = recent_contacts(store, now - timedelta(hours=gladly.contact_refresh_hours))
     client = gladly.get_client()
     try:
+        exported = ExportedContacts()
+        if not gladly.full_contact_profiles:
+            exported = _exported_contacts(context, client, window, set(ids) - moved)
+        cached = {}
+        if gladly.contact_refresh_hours:
+            # Profiles change rarely: one fetched for another day within the refresh window
+            # is reused instead of asked for again.
+            since = now - timedelta(hours=gladly.contact_refresh_hours)
+            cached = recent_contacts(store, since, full_only=gladly.full_contact_profiles)
+            for customer_id in moved:
+                cached.pop(customer_id, None)
         table, stats = fetch_contacts(
-            client, ids, workers=gladly.max_parallel_requests, now=now, cached=cached
+            client, ids, workers=gladly.max_parallel_requests, now=now, cached=cached,
+            exported=exported.rows,
         )
     finally:
         client.close()
     path = store.raw_partition("contacts", window.day)
     store.write(path, table)
     context.log.info(
-        "Wrote %d profiles (%d reused from the last %d hours, %d merged into another, "
-        "%d not found)",
-        stats.written, stats.reused, gladly.contact_refresh_hours, stats.merged,
-        len(stats.not_found),
+        "Wrote %d profiles (%d from the export, %d reused from the last %d hours, %d "
+        "fetched; %d merged into another, %d not found)",
+        stats.written, stats.exported, stats.reused, gladly.contact_refresh_hours,
+        stats.written - stats.exported - stats.reused, stats.merged, len(stats.not_found),
     )
     return MaterializeResult(
         metadata={
             "dagster/row_count": stats.written,
             **window_metadata(window),
-            "merged_profiles": stats.merged,
+            "profiles_from_export": stats.exported,
             "profiles_reused": stats.reused,
+            "merged_profiles": stats.merged,
             "profiles_not_found": len(stats.not_found),
+            "customers_moved_since_export": len(moved),
+            "export_jobs": MetadataValue.json(exported.jobs),
             **_request_metadata(client),
             "path": MetadataValue.path(str(path)),
         }
     )
+
+
+def _moved_customers(items: pa.Table, convs: pa.Table) -> set:
+    """Customer ids the items name whose conversation now belongs to another customer."""
+    owner = dict(zip(convs["id"].to_pylist(), convs["customer_id"].to_pylist(), strict=True))
+    pairs = items.filter(pc.is_valid(items["customer_id"])).group_by(
+        ["conversation_id", "customer_id"]).aggregate([])
+    moved = set()
+    for conversation_id, customer_id in zip(
+        pairs["conversation_id"].to_pylist(), pairs["customer_id"].to_pylist(), strict=True
+    ):
+        current = owner.get(conversation_id)
+        if current and current != customer_id:
+            moved.add(customer_id)
+    return moved
+
+
+def _exported_contacts(context, client, window, wanted: set) -> ExportedContacts:
+    """Reduced profiles from the customers.jsonl of the jobs covering the day, if any."""
+    try:
+        jobs = jobs_for_window(client.export_jobs(status="COMPLETED"), window)
+    except ExportNotAvailable:
+        context.log.info("%s is not exported yet: its profiles are fetched with GET", window.day)
+        return ExportedContacts()
+    exported = read_exported_contacts(client, jobs, wanted)
+    if exported.missing_files:
+        context.log.warning(
+            "Export jobs %s list no readable %s; their customers are fetched with GET",
+            ", ".join(exported.missing_files), CUSTOMERS_FILE,
+        )
+    if exported.malformed:
+        context.log.warning("Skipped %d malformed lines of %s", exported.malformed,
+                            CUSTOMERS_FILE)
+    return exported
 
 
 def _distinct(table, column: str) -> list:

@@ -21,6 +21,7 @@ from .errors import (
     GladlyDataError,
     GladlyError,
     GladlyHTTPError,
+    GladlyMoved,
     GladlyNotFound,
     GladlyPermissionError,
     GladlyUnavailable,
@@ -184,8 +185,21 @@ class GladlyClient:
         return self._get_json(f"/api/v1/conversation-items/{_seg(item_id)}")
 
     def customer_conversations(self, customer_id: str) -> CappedList:
+        """A customer's conversations, oldest first, at most 100 (`limited` says if cut).
+
+        A merged-away id raises GladlyMoved naming the survivor: Gladly documents the 301
+        for GET customer-profiles; that this list answers the same is the emulator's
+        reading (reference §19 q3), and redirects are not followed either way.
+        """
         path = f"/api/v1/customers/{_seg(customer_id)}/conversations"
-        return self._get_capped(path, CONVERSATIONS_PER_CUSTOMER_CAP)
+        response = self._send(path, expect=(200, 301))
+        if response.status_code == 301:
+            new_id = _merge_target(response, path)
+            raise GladlyMoved(
+                f"{path}: customer {customer_id} was merged into {new_id}",
+                path=path, new_id=new_id,
+            )
+        return self._capped(response, path, CONVERSATIONS_PER_CUSTOMER_CAP)
 
     def customer_profile(self, customer_id: str) -> ProfileLookup:
         """Fetches a profile without following redirects, so a merge is seen, not hidden."""
@@ -300,7 +314,9 @@ class GladlyClient:
         return _json(self._send(path, params=params), path)
 
     def _get_capped(self, path: str, cap: int) -> CappedList:
-        response = self._send(path)
+        return self._capped(self._send(path), path, cap)
+
+    def _capped(self, response: requests.Response, path: str, cap: int) -> CappedList:
         result = CappedList(_json(response, path))
         flag = response.headers.get("Gladly-Limited-Data", "")
         # The header's value is what counts: Gladly may send it as "false".

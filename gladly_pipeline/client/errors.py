@@ -29,6 +29,14 @@ class GladlyNotFound(GladlyHTTPError):
     """404: the host has no such organisation, or the object does not exist."""
 
 
+class GladlyMoved(GladlyHTTPError):
+    """301: the customer id was merged into `new_id` (reference §4, §15.3)."""
+
+    def __init__(self, message: str, *, path: str, new_id: str):
+        super().__init__(message, status=301, path=path, code="moved")
+        self.new_id = new_id
+
+
 class GladlyBadRequest(GladlyHTTPError):
     """400: Gladly rejected the request's parameters."""
 

@@ -1,8 +1,9 @@
 """Extraction of one UTC day from Gladly; nothing here knows about Dagster.
 
 The export path (`export.py`) reads the export jobs covering a day; the intraday path
-(`events.py`) serves days not exported yet from the Events API; `rest.py` fetches the
-conversations and profiles behind the items; `coverage.py` decides which jobs cover a day.
+(`events.py`) serves days not exported yet from the Events API; `rest.py` gets the
+conversations and profiles behind the items (stored, exported or by GET); `coverage.py`
+decides which jobs cover a day.
 """
 
 from ..timeutil import format_timestamp
@@ -11,11 +12,15 @@ from .coverage import ExportNotAvailable, covered_days, job_window, jobs_for_win
 from .events import EVENTS_REACH, events_reach, extract_messages_from_events
 from .export import ITEMS_FILE, ExportFileGone, extract_messages
 from .rest import (
+    CUSTOMERS_FILE,
+    ExportedContacts,
     FetchStats,
     check_not_found,
     fetch_contacts,
     fetch_conversations,
+    read_exported_contacts,
     recent_contacts,
+    reusable_conversations,
 )
 from .staging import BATCH_ROWS, MessageStats
 
@@ -29,9 +34,11 @@ def window_metadata(window: Window) -> dict:
 
 __all__ = [
     "BATCH_ROWS",
+    "CUSTOMERS_FILE",
     "EVENTS_REACH",
     "ITEMS_FILE",
     "ExportFileGone",
+    "ExportedContacts",
     "ExportNotAvailable",
     "FetchStats",
     "MessageStats",
@@ -44,6 +51,8 @@ __all__ = [
     "fetch_conversations",
     "job_window",
     "jobs_for_window",
+    "read_exported_contacts",
     "recent_contacts",
+    "reusable_conversations",
     "window_metadata",
 ]

@@ -1,18 +1,28 @@
-"""Per-id REST reads: the conversations and customer profiles behind a day's items."""
+"""The conversations and customer profiles behind a day's items: stored, exported or GET."""
 
+import json
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Optional
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
-from ..client import GladlyClient, GladlyDataError, GladlyNotFound
-from ..records import contact_row, conversation_row, deleted_contact_row, merged_contact_row
+from ..client import GladlyClient, GladlyDataError, GladlyMoved, GladlyNotFound
+from ..records import (
+    contact_row,
+    conversation_row,
+    deleted_contact_row,
+    exported_contact_row,
+    is_full_contact_row,
+    merged_contact_row,
+)
 from ..schemas import RAW_CONTACTS, RAW_CONVERSATIONS
 from ..storage import TableStore
-from ..timeutil import UTC
+from ..timeutil import UTC, parse_timestamp
+from .staging import check_malformed
 
 
 @dataclass
@@ -22,23 +32,118 @@ class FetchStats:
     not_found: list = field(default_factory=list)
     merged: int = 0
     reused: int = 0
+    # Conversations: how many came from a customer's conversation list, in how many lists.
+    listed: int = 0
+    list_requests: int = 0
+    # Contacts: profiles taken from the export's customers.jsonl.
+    exported: int = 0
+
+
+# A customer's conversation list costs one request, like one GET conversation: it pays from
+# the second conversation of that customer to fetch.
+MIN_CONVERSATIONS_TO_LIST = 2
 
 
 def fetch_conversations(
-    client: GladlyClient, ids: list, *, workers: int = 4, now: Optional[datetime] = None
+    client: GladlyClient,
+    ids: list,
+    *,
+    workers: int = 4,
+    now: Optional[datetime] = None,
+    stored: Optional[dict] = None,
+    customers: Optional[dict] = None,
 ) -> tuple:
-    """GET each conversation (current status, inbox, assignee, topics)."""
+    """The current record (status, inbox, assignee, topics) of each conversation.
+
+    `stored` maps ids to raw rows fetched after the conversation's last activity (see
+    `reusable_conversations`): those are copied as they are, with their `fetched_at`.
+    `customers` maps ids to the customer the items name: a customer with several
+    conversations to fetch is asked for its conversation list once (reference §5)
+    instead of one GET per conversation; any id the list lacks is fetched alone.
+    """
     fetched_at = now or datetime.now(UTC)
+    stored = stored or {}
     stats = FetchStats(requested=len(ids))
-    rows = []
-    for conversation_id, answer in fan_out(client.conversation, ids, workers):
+    rows = [stored[cid] for cid in ids if cid in stored]
+    stats.reused = len(rows)
+    pending = [cid for cid in ids if cid not in stored]
+    found = _from_customer_lists(client, pending, customers or {}, workers, stats)
+    rows.extend(conversation_row(found[cid], fetched_at) for cid in pending if cid in found)
+    alone = [cid for cid in pending if cid not in found]
+    for conversation_id, answer in fan_out(client.conversation, alone, workers):
         if answer is None:
             stats.not_found.append(conversation_id)
         else:
             rows.append(conversation_row(answer, fetched_at))
     check_not_found("conversations", stats)
     stats.written = len(rows)
+    rows.sort(key=lambda row: row["id"])
     return pa.Table.from_pylist(rows, schema=RAW_CONVERSATIONS), stats
+
+
+def _from_customer_lists(client, ids: list, customers: dict, workers: int, stats) -> dict:
+    """Conversation records of `ids` found in their customers' lists, by id."""
+    by_customer: dict = {}
+    for conversation_id in ids:
+        customer_id = customers.get(conversation_id)
+        if customer_id:
+            by_customer.setdefault(customer_id, set()).add(conversation_id)
+    worth = sorted(c for c, owned in by_customer.items() if len(owned) >= MIN_CONVERSATIONS_TO_LIST)
+    stats.list_requests = len(worth)
+    found = {}
+    for customer_id, answer in fan_out(_conversation_list(client), worth, workers):
+        # None: merged away (301) or deleted (404); its conversations are fetched alone.
+        for record in answer or []:
+            if isinstance(record, dict) and record.get("id") in by_customer[customer_id]:
+                found[record["id"]] = record
+    stats.listed = len(found)
+    return found
+
+
+def _conversation_list(client):
+    def fetch(customer_id):
+        try:
+            return client.customer_conversations(customer_id)
+        except GladlyMoved:
+            return None
+
+    return fetch
+
+
+def reusable_conversations(store: TableStore, last_activity: dict) -> dict:
+    """Stored conversation rows still current: fetched after the day's last activity.
+
+    `last_activity` maps each conversation active during the day to its latest item time
+    (a call's end, not its start: Gladly lists a call once it is over). A row fetched
+    later, for any day, already shows what that activity did, so it is reused; its
+    `fetched_at` is the clock read before that fetch began, so it errs early, and
+    REUSE_MARGIN covers a skew between this machine's clock and Gladly's.
+    Only files written since the day began can hold such rows.
+    """
+    if not last_activity:
+        return {}
+    earliest = min(last_activity.values())
+    folder = store.raw_table_dir("conversations")
+    cutoff = (earliest - REUSE_MARGIN).timestamp()
+    paths = [p for p in folder.glob("date=*/part-0.parquet") if p.stat().st_mtime >= cutoff]
+    wanted = pa.array(sorted(last_activity), pa.string())
+    newest: dict = {}
+    for path in paths:
+        table = store.read(path, RAW_CONVERSATIONS)
+        table = table.filter(pc.fill_null(pc.is_in(table["id"], wanted), False))
+        for row in table.to_pylist():
+            known = newest.get(row["id"])
+            if known is None or row["fetched_at"] > known["fetched_at"]:
+                newest[row["id"]] = row
+    return {
+        cid: row for cid, row in newest.items()
+        if row["fetched_at"] - REUSE_MARGIN > last_activity[cid]
+    }
+
+
+# Clock skew between this machine (which stamps fetched_at) and Gladly (which stamps items),
+# and the seconds Gladly may take to record an item; generous, as it only costs requests.
+REUSE_MARGIN = timedelta(minutes=10)
 
 
 def fetch_contacts(
@@ -48,28 +153,34 @@ def fetch_contacts(
     workers: int = 4,
     now: Optional[datetime] = None,
     cached: Optional[dict] = None,
+    exported: Optional[dict] = None,
 ) -> tuple:
-    """GET each customer profile; a merged id is recorded and its survivor fetched too.
+    """Each customer profile, from the export file, the cache or GET, in that order.
 
-    `cached` maps ids to raw contact rows fetched recently (see `recent_contacts`); those
-    are reused as they are, keeping their `fetched_at`, instead of asked for again.
+    `exported` maps ids to rows read from the export's customers.jsonl (see
+    `read_exported_contacts`); `cached` to raw contact rows fetched recently (see
+    `recent_contacts`). Both are used as they are, keeping their `fetched_at`. Every
+    other id is asked for with GET: a merged id is recorded and its survivor found too.
     """
     fetched_at = now or datetime.now(UTC)
     cached = cached or {}
+    exported = exported or {}
     stats = FetchStats(requested=len(ids))
     rows, done = [], set()
     pending = sorted(set(ids))
-    # Merges can chain (A -> B -> C); each round fetches the survivors of the last.
+    # Merges can chain (A -> B -> C); each round finds the survivors of the last.
     while pending:
         done.update(pending)
         survivors = []
-        reused = [cached[cid] for cid in pending if cid in cached]
+        from_file = [exported[cid] for cid in pending if cid in exported]
+        reused = [cached[cid] for cid in pending if cid in cached and cid not in exported]
+        stats.exported += len(from_file)
         stats.reused += len(reused)
-        for row in reused:
+        for row in from_file + reused:
             rows.append(row)
             if row["merged_into"]:
                 survivors.append(row["merged_into"])
-        to_fetch = [cid for cid in pending if cid not in cached]
+        to_fetch = [cid for cid in pending if cid not in cached and cid not in exported]
         for customer_id, lookup in fan_out(client.customer_profile, to_fetch, workers):
             if lookup is None:
                 # Kept as a row, so the contact shows as deleted rather than vanishing.
@@ -84,13 +195,79 @@ def fetch_contacts(
         pending = sorted(set(survivors) - done)
     check_not_found("customer profiles", stats)
     stats.written = len(rows)
+    rows.sort(key=lambda row: row["id"])
     return pa.Table.from_pylist(rows, schema=RAW_CONTACTS), stats
 
 
-def recent_contacts(store: TableStore, since: datetime) -> dict:
+CUSTOMERS_FILE = "customers.jsonl"
+
+
+@dataclass
+class ExportedContacts:
+    """Rows read from the export's customers.jsonl, and what reading them found."""
+
+    rows: dict = field(default_factory=dict)
+    jobs: list = field(default_factory=list)
+    missing_files: list = field(default_factory=list)
+    lines: int = 0
+    malformed: int = 0
+
+
+def read_exported_contacts(client: GladlyClient, jobs: list, wanted: set) -> ExportedContacts:
+    """The reduced profiles (reference §12.3) of `wanted` ids from the jobs' customers.jsonl.
+
+    `jobs` come newest first (`jobs_for_window`), so an id in two files keeps the newer
+    line. A row's `fetched_at` is its job's `updatedAt`: when Gladly wrote the file, which
+    is when the profile was as the line says. A job without the file is reported and its
+    customers go through GET instead.
+    """
+    found = ExportedContacts()
+    for job in jobs:
+        if CUSTOMERS_FILE not in (job.get("files") or []):
+            found.missing_files.append(job["id"])
+            continue
+        written = parse_timestamp(job.get("updatedAt"))
+        if written is None:
+            found.missing_files.append(job["id"])
+            continue
+        try:
+            _read_customers_file(client, job["id"], written, wanted, found)
+        except GladlyNotFound:
+            found.missing_files.append(job["id"])
+            continue
+        found.jobs.append(job["id"])
+    return found
+
+
+def _read_customers_file(client, job_id: str, written: datetime, wanted: set, found) -> None:
+    lines = malformed = 0
+    for raw in client.export_file_lines(job_id, CUSTOMERS_FILE):
+        if not raw.strip():
+            continue
+        lines += 1
+        try:
+            line = json.loads(raw)
+            customer_id = line["id"]
+        except (ValueError, TypeError, KeyError):
+            malformed += 1
+            continue
+        if not isinstance(customer_id, str):
+            malformed += 1
+            continue
+        if customer_id in wanted and customer_id not in found.rows:
+            text = raw.decode("utf-8") if isinstance(raw, bytes) else raw
+            found.rows[customer_id] = exported_contact_row(line, text, written)
+    found.lines += lines
+    found.malformed += malformed
+    check_malformed(f"{CUSTOMERS_FILE} of export job {job_id}", lines, malformed)
+
+
+def recent_contacts(store: TableStore, since: datetime, *, full_only: bool = False) -> dict:
     """Raw contact rows fetched at or after `since`, newest per id, from any day's file.
 
-    Only files written since then can hold such rows, so older days are not read.
+    `full_only` skips rows read from the export's reduced profiles, for a caller that
+    wants custom attributes and timestamps. Only files written since `since` can hold
+    such rows, so older days are not read.
     """
     folder = store.raw_table_dir("contacts")
     cutoff = since.timestamp()
@@ -98,7 +275,7 @@ def recent_contacts(store: TableStore, since: datetime) -> dict:
     newest: dict = {}
     for path in paths:
         for row in store.read(path, RAW_CONTACTS).to_pylist():
-            if row["fetched_at"] < since:
+            if row["fetched_at"] < since or (full_only and not is_full_contact_row(row)):
                 continue
             known = newest.get(row["id"])
             if known is None or row["fetched_at"] > known["fetched_at"]:
