@@ -1,6 +1,7 @@
 """The Dagster assets against the emulator: partitions, reruns, empty days, tables."""
 
 import duckdb
+import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 import pytest
@@ -10,6 +11,8 @@ from gladly_pipeline.assets.analytics import analytics_tables
 from gladly_pipeline.assets.raw import contacts, conversations, messages
 from gladly_pipeline.assets.reference import agents, inboxes, topics
 from gladly_pipeline.emulator import start_emulator
+from gladly_pipeline.extract.rest import REUSE_MARGIN
+from gladly_pipeline.records import contact_row
 from gladly_pipeline.schemas import (
     ANALYTICS_CONTACTS,
     ANALYTICS_CONVERSATIONS,
@@ -27,8 +30,8 @@ REFERENCE = [agents, inboxes, topics]
 DAYS = ["2026-03-05", "2026-03-06", "2026-03-07", "2026-03-08"]
 
 
-def extract(emu, root, day):
-    result = materialize(RAW_DAILY, partition_key=day, resources=make_resources(emu, root))
+def extract(emu, root, day, assets=RAW_DAILY, **settings):
+    result = materialize(assets, partition_key=day, resources=make_resources(emu, root, **settings))
     assert result.success
     return result
 
@@ -206,8 +209,8 @@ def _undirected(root, conversation_id):
 
 
 def test_profiles_fetched_for_one_day_are_reused_for_the_next(emulator, tmp_path):
-    first = extract(emulator, tmp_path, "2026-03-07")
-    second = extract(emulator, tmp_path, "2026-03-08")
+    first = extract(emulator, tmp_path, "2026-03-07", full_contact_profiles=True)
+    second = extract(emulator, tmp_path, "2026-03-08", full_contact_profiles=True)
     meta = {e.asset_key.to_user_string(): e.materialization.metadata
             for e in second.get_asset_materialization_events()}["raw/contacts"]
     store = TableStore(tmp_path)
@@ -222,9 +225,146 @@ def test_profiles_fetched_for_one_day_are_reused_for_the_next(emulator, tmp_path
 
 
 def test_profile_cache_can_be_turned_off(emulator, tmp_path):
-    extract(emulator, tmp_path, "2026-03-07")
+    extract(emulator, tmp_path, "2026-03-07", full_contact_profiles=True)
+    settings = dict(contact_refresh_hours=0, full_contact_profiles=True)
     result = materialize([contacts], partition_key="2026-03-07",
-                         resources=make_resources(emulator, tmp_path, contact_refresh_hours=0))
+                         resources=make_resources(emulator, tmp_path, **settings))
     meta = result.get_asset_materialization_events()[0].materialization.metadata
     assert meta["profiles_reused"].value == 0
     assert meta["gladly_requests"].value == meta["dagster/row_count"].value
+
+
+# ---------------------------------------------------------------- requests per conversation
+
+
+PROFILE_PATH = "/api/v1/customer-profiles/"
+CONVERSATION_PATH = "/api/v1/conversations/"
+LIST_PATH = "/api/v1/customers/"
+
+
+def requests_of(emu, assets, day, root, **settings):
+    """The paths one materialization asked the emulator for, and its metadata by asset."""
+    before = len(emu.request_log)
+    result = extract(emu, root, day, assets, **settings)
+    meta = {e.asset_key.to_user_string(): e.materialization.metadata
+            for e in result.get_asset_materialization_events()}
+    return [path for _, path, _ in emu.request_log[before:]], meta
+
+
+def read_raw(root, table, day, schema):
+    store = TableStore(root)
+    return {row["id"]: row for row in store.read(store.raw_partition(table, day), schema)
+            .to_pylist()}
+
+
+def test_exported_day_reads_profiles_from_customers_file_as_get_would_give_them(
+    emulator, tmp_path
+):
+    day = "2026-03-07"
+    extract(emulator, tmp_path, day, [messages, conversations])
+    paths, meta = requests_of(emulator, [contacts], day, tmp_path)
+    rows = read_raw(tmp_path, "contacts", day, RAW_CONTACTS)
+    files = [p for p in paths if p.endswith("/files/customers.jsonl")]
+    fetched = [p[len(PROFILE_PATH):] for p in paths if p.startswith(PROFILE_PATH)]
+    assert len(files) >= 1 and len(paths) == 1 + len(files) + len(fetched)
+    assert meta["raw/contacts"]["profiles_from_export"].value == len(rows) - len(fetched)
+    from_file = [row for cid, row in rows.items() if cid not in fetched]
+    assert from_file
+    for row in from_file:
+        expected = contact_row(emulator.data.customers[row["id"]], row["fetched_at"])
+        shared = ("name", "address", "emails", "primary_email", "phones", "primary_phone",
+                  "external_customer_id", "external_customer_ids_json", "merged_into",
+                  "deleted")
+        assert {k: row[k] for k in shared} == {k: expected[k] for k in shared}
+        assert row["custom_attributes_json"] is row["created_at"] is row["updated_at"] is None
+    # Only merges cost requests: the merged-away id the items still name (its conversation
+    # names the survivor) and the survivor, which the file does not list.
+    merges = emulator.data.merged
+    assert all(cid in merges or cid in merges.values() for cid in fetched)
+    assert all(row["id"] not in merges for row in from_file)
+
+
+def test_full_profiles_setting_fetches_every_profile_with_get(emulator, tmp_path):
+    day = "2026-03-07"
+    extract(emulator, tmp_path, day, [messages, conversations])
+    paths, meta = requests_of(emulator, [contacts], day, tmp_path,
+                              full_contact_profiles=True, contact_refresh_hours=0)
+    rows = read_raw(tmp_path, "contacts", day, RAW_CONTACTS)
+    assert not any("customers.jsonl" in p for p in paths)
+    assert len(paths) == len(rows) == meta["raw/contacts"]["gladly_requests"].value
+    live = [row for row in rows.values() if not row["merged_into"] and not row["deleted"]]
+    assert live and all(row["created_at"] is not None for row in live)
+    assert any(row["custom_attributes_json"] for row in live)
+
+
+def test_customer_merged_after_the_export_lands_as_a_merged_row(tmp_path):
+    day = "2026-03-07"
+    with start_emulator(small_config()) as emu:
+        extract(emu, tmp_path, day, [messages])
+        items = TableStore(tmp_path).read(
+            TableStore(tmp_path).raw_partition("messages", day), RAW_MESSAGES)
+        named = sorted(set(items.column("customer_id").to_pylist()) & set(emu.data.customers))
+        old, survivor = named[0], next(c for c in emu.data.customers if c not in named)
+        emu.merge_customer(old, survivor)
+        paths, meta = requests_of(emu, [conversations, contacts], day, tmp_path)
+    rows = read_raw(tmp_path, "contacts", day, RAW_CONTACTS)
+    assert rows[old]["merged_into"] == survivor and rows[old]["deleted"] is False
+    assert rows[survivor]["merged_into"] is None and rows[survivor]["name"]
+    # The export still lists `old`; its conversation naming `survivor` is what gave it away.
+    assert PROFILE_PATH + old in paths
+    assert meta["raw/contacts"]["customers_moved_since_export"].value >= 1
+
+
+def test_conversation_fetched_after_its_last_item_is_reused_and_one_with_later_items_is_not(
+    emulator, tmp_path
+):
+    extract(emulator, tmp_path, "2026-03-07", [messages, conversations])
+    extract(emulator, tmp_path, "2026-03-08", [messages])
+    store = TableStore(tmp_path)
+    items = store.read(store.raw_partition("messages", "2026-03-08"), RAW_MESSAGES).to_pylist()
+    last = {}
+    for item in items:
+        ended = max(t for t in (item["timestamp"], item["completed_at"]) if t is not None)
+        last[item["conversation_id"]] = max(last.get(item["conversation_id"], ended), ended)
+    earlier = store.raw_partition("conversations", "2026-03-07")
+    stored = store.read(earlier, RAW_CONVERSATIONS)
+    carried = sorted(set(last) & set(stored.column("id").to_pylist()), key=last.get)
+    assert len(carried) >= 2, "the emulator's conversations span days"
+    # As if 03-07 had been extracted on 03-08 between the carried conversations' last items.
+    fetched = last[carried[0]] + (last[carried[-1]] - last[carried[0]]) / 2
+    assert last[carried[-1]] - last[carried[0]] > 2 * REUSE_MARGIN
+    column = pa.array([fetched] * stored.num_rows, RAW_CONVERSATIONS.field("fetched_at").type)
+    store.write(earlier, stored.set_column(stored.schema.get_field_index("fetched_at"),
+                                           "fetched_at", column))
+    quiet = {cid for cid in carried if last[cid] < fetched - REUSE_MARGIN}
+    assert quiet and quiet != set(carried)
+
+    paths, meta = requests_of(emulator, [conversations], "2026-03-08", tmp_path)
+    rows = read_raw(tmp_path, "conversations", "2026-03-08", RAW_CONVERSATIONS)
+    assert set(rows) == set(last)
+    assert {cid for cid, row in rows.items() if row["fetched_at"] == fetched} == quiet
+    assert not any(p == CONVERSATION_PATH + cid for cid in quiet for p in paths)
+    # Every other conversation was asked for: alone, or in its customer's list.
+    owners = {item["conversation_id"]: item["customer_id"] for item in items}
+    asked = {p[len(CONVERSATION_PATH):] for p in paths if p.startswith(CONVERSATION_PATH)}
+    listed = {p[len(LIST_PATH):].split("/")[0] for p in paths if p.startswith(LIST_PATH)}
+    assert all(cid in asked or owners[cid] in listed for cid in set(last) - quiet)
+    assert len(paths) == len(asked) + len(listed) == meta["raw/conversations"][
+        "gladly_requests"].value
+    assert meta["raw/conversations"]["conversations_reused"].value == len(quiet)
+
+
+def test_daily_assets_do_not_read_item_texts(emulator, tmp_path, monkeypatch):
+    extract(emulator, tmp_path, "2026-03-07", [messages])
+    read = []
+    original = TableStore.read
+
+    def recording(self, path, schema):
+        read.append((path.parent.parent.name, schema.names))
+        return original(self, path, schema)
+
+    monkeypatch.setattr(TableStore, "read", recording)
+    extract(emulator, tmp_path, "2026-03-07", [conversations, contacts])
+    message_reads = [names for table, names in read if table == "messages"]
+    assert len(message_reads) == 2
+    assert all("raw_json" not in names and "text" not in names for names in message_reads)

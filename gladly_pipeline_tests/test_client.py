@@ -9,6 +9,7 @@ import pytest
 from gladly_pipeline.client import (
     GladlyAuthError,
     GladlyClient,
+    GladlyMoved,
     GladlyNotFound,
     GladlyPermissionError,
     GladlyUnavailable,
@@ -103,6 +104,22 @@ def test_merged_customer_is_reported_not_followed(emulator, client):
     assert lookup.merged_into == new_id
     survivor = client.customer_profile(new_id)
     assert survivor.profile["id"] == new_id
+
+
+def test_customer_conversation_list_matches_get_and_says_where_a_merged_id_went(
+    emulator, client
+):
+    customer_id = max(emulator.data.conversations_by_customer,
+                      key=lambda cid: len(emulator.data.conversations_by_customer[cid]))
+    listed = client.customer_conversations(customer_id)
+    assert len(listed) >= 2 and listed.limited is False
+    assert [c["createdAt"] for c in listed] == sorted(c["createdAt"] for c in listed)
+    for record in listed:
+        assert record == client.conversation(record["id"])
+    old_id, new_id = next(iter(emulator.data.merged.items()))
+    with pytest.raises(GladlyMoved) as moved:
+        client.customer_conversations(old_id)
+    assert moved.value.new_id == new_id and moved.value.status == 301
 
 
 def test_unknown_conversation_raises_not_found(client):

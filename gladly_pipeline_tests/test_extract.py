@@ -1,18 +1,25 @@
-"""Extraction of one day from export files: malformed lines, garbage, duplicates, safety."""
+"""Extraction of one day: export files (malformed lines, duplicates, safety), then the
+conversations and profiles behind it (reused, listed per customer, exported or fetched)."""
 
 import json
+from datetime import UTC, datetime, timedelta
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from gladly_pipeline.client import GladlyDataError, GladlyNotFound, ProfileLookup
+from gladly_pipeline.client import GladlyDataError, GladlyMoved, GladlyNotFound, ProfileLookup
 from gladly_pipeline.extract import (
     ExportNotAvailable,
     extract_messages,
     fetch_contacts,
     fetch_conversations,
+    read_exported_contacts,
+    reusable_conversations,
 )
-from gladly_pipeline.schemas import RAW_MESSAGES
+from gladly_pipeline.extract.rest import REUSE_MARGIN
+from gladly_pipeline.records import conversation_row
+from gladly_pipeline.schemas import RAW_CONVERSATIONS, RAW_MESSAGES
 from gladly_pipeline.storage import TableStore
 from gladly_pipeline.windows import window_for_day
 
@@ -150,3 +157,154 @@ def test_contacts_keep_merged_and_deleted_profiles_as_rows():
     assert rows["gone"]["deleted"] is True
     assert rows["p1"]["name"] == "Ada" and rows["p1"]["deleted"] is False
     assert stats.merged == 1 and stats.not_found == ["gone"]
+
+
+# ---------------------------------------------------------------- fewer requests
+
+
+class CustomerLists(Lookups):
+    """Lookups plus GET customers/{id}/conversations, counting every call."""
+
+    def __init__(self, known, lists, moved=()):
+        super().__init__(known)
+        self.lists = lists
+        self.moved = set(moved)
+        self.calls = []
+
+    def conversation(self, conversation_id):
+        self.calls.append(("conversation", conversation_id))
+        return super().conversation(conversation_id)
+
+    def customer_conversations(self, customer_id):
+        self.calls.append(("list", customer_id))
+        if customer_id in self.moved:
+            raise GladlyMoved("moved", path="/x", new_id="survivor")
+        return [{"id": cid, "customerId": customer_id, "inboxId": "i", "status": "CLOSED",
+                 "createdAt": "2026-03-08T09:00:00Z"} for cid in self.lists[customer_id]]
+
+
+def test_customer_with_several_conversations_is_asked_once_and_gaps_are_fetched_alone():
+    owners = {"a1": "A", "a2": "A", "a3": "A", "b1": "B", "m1": "M", "m2": "M",
+              "n1": "N", "n2": "N"}
+    # A's list lacks a3 (as when Gladly cuts it at 100); M was merged into "survivor",
+    # whose list holds its conversations; N was merged twice over, so its are fetched alone.
+    client = CustomerLists(known=owners, moved={"M", "N"},
+                           lists={"A": ["a0", "a1", "a2"], "survivor": ["m1", "m2"]})
+    original = client.customer_conversations
+
+    def twice_merged(customer_id):
+        if customer_id == "survivor" and ("list", "N") in client.calls[-1:]:
+            client.calls.append(("list", customer_id))
+            raise GladlyMoved("moved", path="/x", new_id="elsewhere")
+        return original(customer_id)
+
+    client.customer_conversations = twice_merged
+    table, stats = fetch_conversations(client, sorted(owners), workers=1, customers=owners)
+    assert sorted(client.calls) == sorted([
+        ("list", "A"), ("list", "M"), ("list", "survivor"), ("list", "N"),
+        ("list", "survivor"), ("conversation", "a3"), ("conversation", "b1"),
+        ("conversation", "n1"), ("conversation", "n2"),
+    ])
+    assert table.column("id").to_pylist() == sorted(owners)
+    rows = {row["id"]: row for row in table.to_pylist()}
+    assert rows["a1"]["status"] == "CLOSED" and rows["a3"]["status"] == "OPEN"
+    assert rows["m1"]["customer_id"] == "survivor"
+    assert (stats.listed, stats.list_requests, stats.written) == (4, 5, 8)
+
+
+def test_stored_conversations_are_copied_with_their_fetch_time():
+    earlier = datetime(2026, 3, 8, 23, 0, tzinfo=UTC)
+    kept = conversation_row({"id": "c1", "customerId": "p", "inboxId": "i", "status": "OPEN",
+                             "createdAt": "2026-03-08T10:00:00Z"}, earlier)
+    client = CustomerLists(known=["c1", "c2"], lists={})
+    table, stats = fetch_conversations(client, ["c1", "c2"], workers=1, stored={"c1": kept})
+    assert client.calls == [("conversation", "c2")]
+    assert table.to_pylist()[0] == kept and stats.reused == 1
+
+
+def _stored_conversation(store, day, conversation_id, fetched_at):
+    row = conversation_row({"id": conversation_id, "customerId": "p", "inboxId": "i",
+                            "status": "OPEN", "createdAt": "2026-03-07T10:00:00Z"}, fetched_at)
+    store.write(store.raw_partition("conversations", day),
+                pa.Table.from_pylist([row], schema=RAW_CONVERSATIONS))
+
+
+def test_conversation_with_an_item_after_its_last_fetch_is_not_reused(tmp_path):
+    store = TableStore(tmp_path)
+    fetched = datetime(2026, 3, 8, 4, 0, tzinfo=UTC)
+    _stored_conversation(store, "2026-03-07", "quiet", fetched)
+    _stored_conversation(store, "2026-03-06", "busy", fetched)
+    _stored_conversation(store, "2026-03-05", "edge", fetched)
+    activity = {
+        "quiet": fetched - timedelta(hours=1),
+        "busy": fetched + timedelta(hours=3),
+        # Inside the margin for clock skew: not trusted.
+        "edge": fetched - REUSE_MARGIN / 2,
+        "never": fetched - timedelta(hours=2),
+    }
+    reusable = reusable_conversations(store, activity)
+    assert set(reusable) == {"quiet"}
+    assert reusable["quiet"]["fetched_at"] == fetched
+
+
+def test_newest_stored_fetch_of_a_conversation_is_the_one_judged(tmp_path):
+    store = TableStore(tmp_path)
+    _stored_conversation(store, "2026-03-07", "c", datetime(2026, 3, 8, 4, 0, tzinfo=UTC))
+    _stored_conversation(store, "2026-03-08", "c", datetime(2026, 3, 9, 4, 0, tzinfo=UTC))
+    activity = {"c": datetime(2026, 3, 8, 20, 0, tzinfo=UTC)}
+    assert reusable_conversations(store, activity)["c"]["fetched_at"].day == 9
+
+
+class CustomersFile(Profiles):
+    """Profiles plus export jobs whose customers.jsonl holds the given lines."""
+
+    def __init__(self, files):
+        self.files = files
+        self.asked = []
+
+    def export_file_lines(self, job_id, filename):
+        assert filename == "customers.jsonl"
+        if self.files[job_id] is None:
+            raise GladlyNotFound("gone", status=404, path="/x")
+        yield from self.files[job_id]
+
+    def customer_profile(self, customer_id):
+        self.asked.append(customer_id)
+        return super().customer_profile(customer_id)
+
+
+def _job(job_id, updated, files=("conversation_items.jsonl", "customers.jsonl")):
+    return {"id": job_id, "updatedAt": updated, "files": list(files)}
+
+
+def test_profiles_the_export_lists_are_read_and_the_rest_fetched():
+    newer = [json.dumps({"id": "p2", "name": "New", "emailAddresses": ["b@x.com"],
+                         "phoneNumbers": []}).encode(), b"", b"{broken"]
+    older = [json.dumps({"id": "p2", "name": "Old"}).encode(),
+             json.dumps({"id": "p3", "name": "Cy", "phoneNumbers": ["+15550100"]}).encode()]
+    client = CustomersFile({"j2": newer, "j1": older, "j0": None})
+    jobs = [_job("j2", "2026-03-09T03:00:00Z"), _job("j1", "2026-03-09T02:00:00Z"),
+            _job("j0", "2026-03-09T01:00:00Z"), _job("jx", "2026-03-09T00:30:00Z", ())]
+    wanted = {"p2", "p3", "old", "gone"}
+    exported = read_exported_contacts(client, jobs, wanted)
+    assert (exported.jobs, exported.missing_files) == (["j2", "j1"], ["j0", "jx"])
+    assert exported.malformed == 1 and exported.lines == 4
+    assert exported.rows["p2"]["name"] == "New"
+    assert exported.rows["p2"]["fetched_at"] == datetime(2026, 3, 9, 3, tzinfo=UTC)
+
+    table, stats = fetch_contacts(client, sorted(wanted), workers=1, exported=exported.rows)
+    rows = {row["id"]: row for row in table.to_pylist()}
+    # Only what the file lacks is asked for: the merged id, the deleted one, the survivor.
+    assert sorted(client.asked) == ["gone", "old", "p1"]
+    assert rows["p3"]["primary_phone"] == "+15550100" and rows["p3"]["created_at"] is None
+    assert rows["old"]["merged_into"] == "p1" and rows["gone"]["deleted"] is True
+    assert (stats.exported, stats.merged, stats.not_found) == (2, 1, ["gone"])
+
+
+def test_survivor_listed_in_the_export_is_not_fetched_again():
+    client = CustomersFile({"j": [json.dumps({"id": "p1", "name": "Ada"}).encode()]})
+    exported = read_exported_contacts(client, [_job("j", "2026-03-09T03:00:00Z")],
+                                      {"old", "p1"})
+    table, _ = fetch_contacts(client, ["old"], workers=1, exported=exported.rows)
+    assert client.asked == ["old"]
+    assert sorted(table.column("id").to_pylist()) == ["old", "p1"]

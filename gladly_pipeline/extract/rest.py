@@ -89,10 +89,10 @@ def _from_customer_lists(client, ids: list, customers: dict, workers: int, stats
         if customer_id:
             by_customer.setdefault(customer_id, set()).add(conversation_id)
     worth = sorted(c for c, owned in by_customer.items() if len(owned) >= MIN_CONVERSATIONS_TO_LIST)
-    stats.list_requests = len(worth)
     found = {}
-    for customer_id, answer in fan_out(_conversation_list(client), worth, workers):
-        # None: merged away (301) or deleted (404); its conversations are fetched alone.
+    for customer_id, (answer, requests) in fan_out(_conversation_list(client), worth, workers):
+        stats.list_requests += requests
+        # None: deleted (404) or merged twice over; its conversations are fetched alone.
         for record in answer or []:
             if isinstance(record, dict) and record.get("id") in by_customer[customer_id]:
                 found[record["id"]] = record
@@ -101,11 +101,19 @@ def _from_customer_lists(client, ids: list, customers: dict, workers: int, stats
 
 
 def _conversation_list(client):
+    """A function giving (a customer's conversation list or None, requests it took)."""
     def fetch(customer_id):
         try:
-            return client.customer_conversations(customer_id)
-        except GladlyMoved:
-            return None
+            return client.customer_conversations(customer_id), 1
+        except GladlyNotFound:
+            return None, 1
+        except GladlyMoved as moved:
+            # The conversations moved with the merge: the survivor's list holds them, for
+            # one request more instead of one per conversation. One hop only.
+            try:
+                return client.customer_conversations(moved.new_id), 2
+            except (GladlyMoved, GladlyNotFound):
+                return None, 2
 
     return fetch
 
