@@ -51,7 +51,12 @@ OPTIONAL_INT_SETTINGS = {
     "billing_period_start_day": "GLADLY_BILLING_PERIOD_START_DAY",
     "first_run_lookback_days": "GLADLY_FIRST_RUN_LOOKBACK_DAYS",
     "intraday_refresh_minutes": "GLADLY_INTRADAY_REFRESH_MINUTES",
+    "contact_refresh_hours": "GLADLY_CONTACT_REFRESH_HOURS",
 }
+OPTIONAL_BOOL_SETTINGS = {
+    "full_contact_profiles": "GLADLY_FULL_CONTACT_PROFILES",
+}
+TRUE_WORDS, FALSE_WORDS = ("1", "true", "yes"), ("0", "false", "no")
 
 
 def optional_settings() -> dict:
@@ -67,6 +72,13 @@ def optional_settings() -> dict:
         except ValueError:
             raise ValueError(f"{name} must be a whole number, got {raw!r}") from None
         _check_range(field, name, settings[field])
+    for field, name in OPTIONAL_BOOL_SETTINGS.items():
+        raw = os.environ.get(name, "").strip().lower()
+        if not raw:
+            continue
+        if raw not in TRUE_WORDS + FALSE_WORDS:
+            raise ValueError(f"{name} must be 1 or 0 (true or false), got {raw!r}")
+        settings[field] = raw in TRUE_WORDS
     return settings
 
 

@@ -55,6 +55,18 @@ def test_budget_and_schedule_settings_come_from_env_vars_when_set(monkeypatch):
                                    "billing_period_start_day": 15}
 
 
+def test_full_contact_profiles_is_switched_on_by_env_var(monkeypatch):
+    for name in ("GLADLY_CONVERSATIONS_PER_PERIOD", "GLADLY_BILLING_PERIOD_START_DAY",
+                 "GLADLY_FIRST_RUN_LOOKBACK_DAYS", "GLADLY_INTRADAY_REFRESH_MINUTES"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("GLADLY_FULL_CONTACT_PROFILES", "True")
+    monkeypatch.setenv("GLADLY_CONTACT_REFRESH_HOURS", "0")
+    assert optional_settings() == {"full_contact_profiles": True, "contact_refresh_hours": 0}
+    monkeypatch.setenv("GLADLY_FULL_CONTACT_PROFILES", "sometimes")
+    with pytest.raises(ValueError, match="GLADLY_FULL_CONTACT_PROFILES must be 1 or 0"):
+        optional_settings()
+
+
 def test_a_setting_that_is_not_a_number_is_named_in_the_error(monkeypatch):
     monkeypatch.setenv("GLADLY_INTRADAY_REFRESH_MINUTES", "hourly")
     with pytest.raises(ValueError, match="GLADLY_INTRADAY_REFRESH_MINUTES"):
