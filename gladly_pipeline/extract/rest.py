@@ -90,6 +90,8 @@ def _from_customer_lists(client, ids: list, customers: dict, workers: int, stats
             by_customer.setdefault(customer_id, set()).add(conversation_id)
     worth = sorted(c for c, owned in by_customer.items() if len(owned) >= MIN_CONVERSATIONS_TO_LIST)
     found = {}
+    # The list's elements are conversation records as GET conversations/{id} gives them
+    # (reference §5 and §12.1); it holds the oldest 100, so a newer id may be missing.
     for customer_id, (answer, requests) in fan_out(_conversation_list(client), worth, workers):
         stats.list_requests += requests
         # None: deleted (404) or merged twice over; its conversations are fetched alone.
