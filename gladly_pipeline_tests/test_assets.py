@@ -368,3 +368,19 @@ def test_daily_assets_do_not_read_item_texts(emulator, tmp_path, monkeypatch):
     message_reads = [names for table, names in read if table == "messages"]
     assert len(message_reads) == 2
     assert all("raw_json" not in names and "text" not in names for names in message_reads)
+
+
+def test_day_not_exported_yet_fetches_profiles_and_sees_a_deletion(tmp_path):
+    today = "2026-03-09"
+    with start_emulator(small_config()) as emu:
+        extract(emu, tmp_path, today, [messages, conversations])
+        items = TableStore(tmp_path).read(
+            TableStore(tmp_path).raw_partition("messages", today), RAW_MESSAGES)
+        named = sorted(set(items.column("customer_id").to_pylist()) & set(emu.data.customers))
+        emu.delete_customer(named[0])
+        paths, meta = requests_of(emu, [contacts], today, tmp_path)
+    rows = read_raw(tmp_path, "contacts", today, RAW_CONTACTS)
+    assert not any("customers.jsonl" in p for p in paths)
+    assert meta["raw/contacts"]["profiles_from_export"].value == 0
+    assert rows[named[0]]["deleted"] is True
+    assert len([p for p in paths if p.startswith(PROFILE_PATH)]) == len(rows)
