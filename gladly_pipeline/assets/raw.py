@@ -374,7 +374,11 @@ def _moved_customers(items: pa.Table, convs: pa.Table) -> set:
 
 
 def _exported_contacts(context, client, window, wanted: set) -> ExportedContacts:
-    """Reduced profiles from the customers.jsonl of the jobs covering the day, if any."""
+    """Reduced profiles from the customers.jsonl of the jobs covering the day, if any.
+
+    Known gap: a profile deleted or edited after the export was written shows as the file
+    has it; only GET sees that (README, Limitations). Merges are caught by the caller.
+    """
     try:
         jobs = jobs_for_window(client.export_jobs(status="COMPLETED"), window)
     except ExportNotAvailable:
