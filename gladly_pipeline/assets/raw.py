@@ -235,7 +235,8 @@ def conversations(
             len(stats.not_found),
         )
     context.log.info(
-        "Wrote %d conversations (%d reused, %d from %d customer lists, %d fetched alone)",
+        "Wrote %d conversations (%d reused, %d from %d customer-list requests, %d fetched "
+        "alone)",
         stats.written, stats.reused, stats.listed, stats.list_requests,
         stats.written - stats.reused - stats.listed,
     )
