@@ -1,57 +1,91 @@
 """Flattens Gladly JSON records into rows that match the declared raw schemas."""
 
 import json
+import re
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Optional
 
 from .timeutil import parse_timestamp
 
-# Where each content type keeps its text: most use `content`, notes and activities `body`.
-_TEXT_FIELDS = ("content", "body")
+_INT_TEXT = re.compile(r"-?[0-9]+")
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+
+@dataclass(frozen=True)
+class ItemField:
+    """Where a typed `messages` column comes from in a conversation item, and how.
+
+    `kind` says how the JSON value becomes the column's value: "str" (a scalar as text),
+    "timestamp" (RFC 3339 to UTC), "str_list" (a list of scalars, or one scalar as a list
+    of one), "int" (an integer, or one sent as a string), "count" (a list's length) and
+    "text" (the first of `paths` that holds a string). Each path is a tuple of keys from
+    the item; a step onto anything but an object gives None. `varies`: Gladly sends the
+    field as a string in some items and as another JSON type in others (documented).
+    """
+
+    column: str
+    kind: str
+    paths: tuple
+    varies: bool = False
+
+    def read(self, item: dict):
+        if self.kind == "text":
+            return _first_str(_lookup(item, path) for path in self.paths)
+        return _CONVERTERS[self.kind](_lookup(item, self.paths[0]))
+
+
+def _field(column: str, kind: str, *paths: str, varies: bool = False) -> ItemField:
+    return ItemField(column, kind, tuple(tuple(path.split(".")) for path in paths), varies)
+
+
+# The one map from an item's JSON to the `messages` columns, in schema order (between
+# `id` and `source_job_id`). message_row applies it to one item; the export path's
+# columnar parser (extract/blocks.py) builds its pyarrow.json schema and columns from it.
+ITEM_FIELDS = (
+    _field("conversation_id", "str", "conversationId"),
+    _field("customer_id", "str", "customerId"),
+    _field("timestamp", "timestamp", "timestamp"),
+    _field("content_type", "str", "content.type"),
+    # The chat's session. The item-level `sessionId` (a Gladly AI session) is REST only,
+    # not exported: a typed column for it would change when the export rebuilds the day,
+    # so it stays in raw_json.
+    _field("session_id", "str", "content.sessionId"),
+    _field("initiator_id", "str", "initiator.id"),
+    _field("initiator_type", "str", "initiator.type"),
+    _field("responder_id", "str", "responder.id"),
+    _field("responder_type", "str", "responder.type"),
+    _field("message_type", "str", "content.messageType"),
+    # Where each content type keeps its text: most use `content`, notes and activities `body`.
+    _field("text", "text", "content.content", "content.body"),
+    _field("subject", "str", "content.subject"),
+    _field("from_address", "str", "content.from"),
+    # SMS and calls give one number as `to`, emails a list: the column is a list for all.
+    _field("to_addresses", "str_list", "content.to", varies=True),
+    _field("cc_addresses", "str_list", "content.cc"),
+    _field("status", "str", "content.status"),
+    _field("activity_type", "str", "content.activityType"),
+    _field("title", "str", "content.title"),
+    _field("started_at", "timestamp", "content.startedAt"),
+    _field("answered_at", "timestamp", "content.answeredAt"),
+    _field("completed_at", "timestamp", "content.completedAt"),
+    _field("recording_status", "str", "content.recordingStatus"),
+    # A number, or a string ("100") in one of Gladly's examples.
+    _field("recording_duration_seconds", "int", "content.recordingDuration", varies=True),
+    _field("recording_url", "str", "content.recordingUrl"),
+    _field("added_topic_ids", "str_list", "content.addedTopicIds"),
+    _field("removed_topic_ids", "str_list", "content.removedTopicIds"),
+    _field("attachment_count", "count", "content.attachments"),
+)
 
 
 def message_row(item: dict, raw_json: str, job_id: Optional[str]) -> dict:
     """One conversation item (export line or REST item) as a raw `messages` row."""
-    content = item.get("content")
-    if not isinstance(content, dict):
-        content = {}
-    initiator = _obj(item.get("initiator"))
-    responder = _obj(item.get("responder"))
-    return {
-        "id": item["id"],
-        "conversation_id": _str(item.get("conversationId")),
-        "customer_id": _str(item.get("customerId")),
-        "timestamp": parse_timestamp(item.get("timestamp")),
-        "content_type": _str(content.get("type")),
-        # The chat's session. The item-level `sessionId` (a Gladly AI session) is REST
-        # only, not exported: a typed column for it would change when the export
-        # rebuilds the day, so it stays in raw_json.
-        "session_id": _str(content.get("sessionId")),
-        "initiator_id": _str(initiator.get("id")),
-        "initiator_type": _str(initiator.get("type")),
-        "responder_id": _str(responder.get("id")),
-        "responder_type": _str(responder.get("type")),
-        "message_type": _str(content.get("messageType")),
-        "text": _text(content),
-        "subject": _str(content.get("subject")),
-        "from_address": _str(content.get("from")),
-        "to_addresses": _str_list(content.get("to")),
-        "cc_addresses": _str_list(content.get("cc")),
-        "status": _str(content.get("status")),
-        "activity_type": _str(content.get("activityType")),
-        "title": _str(content.get("title")),
-        "started_at": parse_timestamp(content.get("startedAt")),
-        "answered_at": parse_timestamp(content.get("answeredAt")),
-        "completed_at": parse_timestamp(content.get("completedAt")),
-        "recording_status": _str(content.get("recordingStatus")),
-        "recording_duration_seconds": _int(content.get("recordingDuration")),
-        "recording_url": _str(content.get("recordingUrl")),
-        "added_topic_ids": _str_list(content.get("addedTopicIds")),
-        "removed_topic_ids": _str_list(content.get("removedTopicIds")),
-        "attachment_count": _count(content.get("attachments")),
-        "source_job_id": job_id,
-        "raw_json": raw_json,
-    }
+    row = {"id": item["id"]}
+    for field in ITEM_FIELDS:
+        row[field.column] = field.read(item)
+    row["source_job_id"] = job_id
+    row["raw_json"] = raw_json
+    return row
 
 
 def conversation_row(conversation: dict, fetched_at: datetime) -> dict:
@@ -186,10 +220,6 @@ def _dumps(value) -> str:
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False, sort_keys=True)
 
 
-def _obj(value) -> dict:
-    return value if isinstance(value, dict) else {}
-
-
 def _str(value) -> Optional[str]:
     if value is None or isinstance(value, (dict, list)):
         return None
@@ -206,15 +236,19 @@ def _str_list(value) -> Optional[list]:
 
 
 def _int(value) -> Optional[int]:
-    """Integers that Gladly sometimes sends as strings (recordingDuration: "100")."""
+    """Integers that Gladly sometimes sends as strings (recordingDuration: "100").
+
+    Only ASCII digits count, and only values that fit the int64 column: anything else
+    (" 1e3", "--5", 2**70) is not a number we can store, so None.
+    """
     if isinstance(value, bool):
         return None
-    if isinstance(value, int):
-        return value
     if isinstance(value, float) and value.is_integer():
-        return int(value)
-    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
-        return int(value.strip())
+        value = int(value)
+    elif isinstance(value, str) and _INT_TEXT.fullmatch(value.strip()):
+        value = int(value.strip())
+    if isinstance(value, int) and INT64_MIN <= value <= INT64_MAX:
+        return value
     return None
 
 
@@ -222,12 +256,26 @@ def _count(value) -> Optional[int]:
     return len(value) if isinstance(value, list) else None
 
 
-def _text(content: dict) -> Optional[str]:
-    for name in _TEXT_FIELDS:
-        value = content.get(name)
-        if isinstance(value, str):
-            return value
-    return None
+def _lookup(item: dict, path: tuple):
+    value = item
+    for key in path:
+        if not isinstance(value, dict):
+            return None
+        value = value.get(key)
+    return value
+
+
+def _first_str(values) -> Optional[str]:
+    return next((value for value in values if isinstance(value, str)), None)
+
+
+_CONVERTERS = {
+    "str": _str,
+    "timestamp": parse_timestamp,
+    "str_list": _str_list,
+    "int": _int,
+    "count": _count,
+}
 
 
 def _primary(entries: list, *keys: str) -> Optional[str]:

@@ -1,17 +1,15 @@
 """The export path: a day's conversation items streamed from the export jobs covering it."""
 
-import json
 import logging
 from pathlib import Path
 from typing import Optional
 
 from ..client import GladlyClient, GladlyNotFound
-from ..records import message_row
 from ..storage import TableStore
-from ..timeutil import parse_timestamp
 from ..windows import Window
 from .coverage import ExportNotAvailable, jobs_for_window
-from .staging import Admit, MessageStats, check_malformed, write_day
+from .itemlines import ItemReader, LineBlocks
+from .staging import Admit, MessageStats, check_malformed, write_day_tables
 
 log = logging.getLogger(__name__)
 
@@ -71,63 +69,27 @@ class ExportFileGone(Exception):
 def _extract_from_jobs(client, jobs, window, store, path, admit) -> MessageStats:
     stats = MessageStats(jobs=[job["id"] for job in jobs])
     seen: set = set()
-    rows = (row for job in jobs for row in _job_items(client, job, window, seen, stats))
-    write_day(store, path, rows, stats, admit)
+    tables = (table for job in jobs for table in _job_items(client, job, window, seen, stats))
+    write_day_tables(store, path, tables, stats, admit)
     return stats
 
 
 def _job_items(client, job: dict, window: Window, seen: set, stats: MessageStats):
+    """Tables of the job's items in `window` not seen in a newer job, a block at a time."""
     job_id = job["id"]
     files = job.get("files") or []
     if ITEMS_FILE not in files:
         # An empty day and a broken export look alike here; never take it as empty.
         raise ExportFileGone(job_id, f"is not among its files {sorted(files)}")
-    lines = malformed = 0
+    blocks = LineBlocks(client.export_file_lines(job_id, ITEMS_FILE))
+    reader = ItemReader(job_id, window, seen, stats)
     try:
-        stream = enumerate(client.export_file_lines(job_id, ITEMS_FILE), start=1)
-        for position, raw in stream:
-            if not raw.strip():
-                continue
-            lines += 1
-            item = _parse_item(raw)
-            if item is None:
-                malformed += 1
-                stats.malformed_positions.append(f"{job_id}:{position}")
-                log.warning("Skipping malformed line %d of %s in job %s",
-                            position, ITEMS_FILE, job_id)
-                continue
-            row = _row_in_window(item, raw, job_id, window, seen, stats)
-            if row is not None:
-                yield row
+        for block in blocks:
+            yield from reader.tables(block)
     except GladlyNotFound:
-        if lines:
+        if blocks.lines:
             raise
         raise ExportFileGone(job_id) from None
-    stats.lines += lines
-    stats.malformed += malformed
-    check_malformed(f"{ITEMS_FILE} of export job {job_id}", lines, malformed)
-
-
-def _parse_item(raw: bytes) -> Optional[dict]:
-    try:
-        item = json.loads(raw)
-    except ValueError:
-        return None
-    if not isinstance(item, dict) or not isinstance(item.get("id"), str):
-        return None
-    if parse_timestamp(item.get("timestamp")) is None:
-        return None
-    return item
-
-
-def _row_in_window(item, raw, job_id, window, seen, stats) -> Optional[dict]:
-    if item["id"] in seen:
-        stats.duplicates += 1
-        return None
-    timestamp = parse_timestamp(item["timestamp"])
-    if not window.contains(timestamp):
-        stats.outside_window += 1
-        return None
-    seen.add(item["id"])
-    text = raw.decode("utf-8") if isinstance(raw, bytes) else raw
-    return message_row(item, text, job_id)
+    stats.lines += blocks.lines
+    stats.malformed += reader.malformed
+    check_malformed(f"{ITEMS_FILE} of export job {job_id}", blocks.lines, reader.malformed)

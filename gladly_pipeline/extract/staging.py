@@ -1,10 +1,14 @@
 """A day's rows staged in a hidden file, then published whole, less what the budget defers."""
 
+import queue
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Optional
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -12,8 +16,12 @@ import pyarrow.parquet as pq
 from ..client import GladlyDataError
 from ..schemas import RAW_MESSAGES
 from ..storage import TableStore
+from ..timeutil import UTC
 
+# Rows are written in row groups of at least this many rows (or bytes, for long lines).
 BATCH_ROWS = 5_000
+BATCH_BYTES = 16 << 20
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 # A stream with more malformed lines than this share (once it has a few lines) is not
 # trusted: the run fails rather than writing a table with holes in it.
@@ -41,30 +49,117 @@ class MessageStats:
     outside_window: int = 0
     malformed: int = 0
     malformed_positions: list = field(default_factory=list)
+    # Lines the export path read one by one rather than a block at a time (see itemlines).
+    lines_read_alone: int = 0
 
 
 class RowSink:
-    """Batches rows into a Parquet writer and notes each conversation's first activity."""
+    """Writes tables of rows in batches and notes each conversation's first activity.
+
+    Tables are gathered up to BATCH_ROWS rows (or BATCH_BYTES) before a write, so a
+    stream of small ones does not make a file of tiny row groups; dict rows are gathered
+    into tables first. First activities are kept in microseconds until `close`.
+    """
 
     def __init__(self, writer, stats: MessageStats):
         self.writer = writer
         self.stats = stats
-        self.batch: list = []
+        self.rows: list = []
+        self.tables: list = []
+        self.pending = 0
+        self.first: dict = {}
 
     def add(self, row: dict) -> None:
-        conversation_id = row["conversation_id"]
-        if conversation_id is not None:
-            first = self.stats.first_activity.get(conversation_id)
-            if first is None or row["timestamp"] < first:
-                self.stats.first_activity[conversation_id] = row["timestamp"]
-        self.batch.append(row)
-        if len(self.batch) >= BATCH_ROWS:
+        self.rows.append(row)
+        if len(self.rows) >= BATCH_ROWS:
+            self._add_rows()
+
+    def add_table(self, table: pa.Table) -> None:
+        self._add_rows()
+        self._note_first_activity(table)
+        self.tables.append(table)
+        self.pending += table.num_rows
+        if self.pending >= BATCH_ROWS or sum(t.nbytes for t in self.tables) >= BATCH_BYTES:
             self.flush()
 
     def flush(self) -> None:
-        self.writer.write_table(pa.Table.from_pylist(self.batch, schema=RAW_MESSAGES))
-        self.stats.written += len(self.batch)
-        self.batch = []
+        self._add_rows()
+        if self.tables:
+            self.writer.write_table(pa.concat_tables(self.tables))
+        self.stats.written += self.pending
+        self.tables, self.pending = [], 0
+
+    def close(self) -> None:
+        """Writes what is pending and hands the first activities to the stats."""
+        self.flush()
+        self.stats.first_activity = {
+            conversation_id: EPOCH + timedelta(microseconds=micros)
+            for conversation_id, micros in self.first.items()
+        }
+
+    def _add_rows(self) -> None:
+        if self.rows:
+            rows, self.rows = self.rows, []
+            self.add_table(pa.Table.from_pylist(rows, schema=RAW_MESSAGES))
+
+    def _note_first_activity(self, table: pa.Table) -> None:
+        ids = table.column("conversation_id").combine_chunks()
+        micros = table.column("timestamp").combine_chunks().cast(pa.int64())
+        if ids.null_count or micros.null_count:
+            known = pc.and_(pc.is_valid(ids), pc.is_valid(micros))
+            ids, micros = ids.filter(known), micros.filter(known)
+        # The earliest timestamp of each conversation in the table, then against the day's.
+        encoded = ids.dictionary_encode()
+        earliest = np.full(len(encoded.dictionary), np.iinfo(np.int64).max)
+        np.minimum.at(earliest, encoded.indices.to_numpy(), micros.to_numpy())
+        first = self.first
+        for conversation_id, moment in zip(
+            encoded.dictionary.to_pylist(), earliest.tolist(), strict=True
+        ):
+            if moment < first.get(conversation_id, moment + 1):
+                first[conversation_id] = moment
+
+
+class BackgroundWriter:
+    """Runs a Parquet writer's write_table on a thread of its own, one table behind.
+
+    Encoding and compressing a batch (pyarrow releases the GIL meanwhile) then overlaps
+    with reading the next one. At most one table waits: memory stays a few batches.
+    """
+
+    def __init__(self, writer):
+        self.writer = writer
+        self.queue: queue.Queue = queue.Queue(maxsize=1)
+        self.error: Optional[BaseException] = None
+        self.thread = threading.Thread(target=self._run, name="parquet-writer", daemon=True)
+        self.thread.start()
+
+    def write_table(self, table: pa.Table) -> None:
+        self._raise_if_failed()
+        self.queue.put(table)
+
+    def finish(self) -> None:
+        """Waits for the tables handed over to be written; raises the writer's error."""
+        self.stop()
+        self._raise_if_failed()
+
+    def stop(self) -> None:
+        """Waits for the thread to end (the caller is failing: its error is the one to see)."""
+        if self.thread.is_alive():
+            self.queue.put(None)
+            self.thread.join()
+
+    def _run(self) -> None:
+        while (table := self.queue.get()) is not None:
+            if self.error is None:
+                try:
+                    self.writer.write_table(table)
+                except BaseException as exc:  # handed to the caller by _raise_if_failed
+                    self.error = exc
+
+    def _raise_if_failed(self) -> None:
+        if self.error is not None:
+            raise self.error
 
 
 def publish(store: TableStore, stage: Path, path: Path, stats: MessageStats, admit) -> None:
@@ -96,14 +191,35 @@ def check_malformed(what: str, lines: int, malformed: int) -> None:
 
 
 def write_day(store: TableStore, path: Path, rows, stats: MessageStats, admit: Admit) -> None:
-    """Stages `rows` in a hidden file, then publishes it as the day (less any deferrals)."""
+    """Stages dict `rows` in a hidden file, then publishes it as the day (less deferrals)."""
+    _stage_and_publish(store, path, stats, admit, lambda sink: _add_each(sink.add, rows))
+
+
+def write_day_tables(store: TableStore, path: Path, tables, stats: MessageStats,
+                     admit: Admit) -> None:
+    """As write_day, for an iterable of RAW_MESSAGES tables."""
+    _stage_and_publish(store, path, stats, admit, lambda sink: _add_each(sink.add_table, tables))
+
+
+def _add_each(add, things) -> None:
+    for thing in things:
+        add(thing)
+
+
+def _stage_and_publish(store: TableStore, path: Path, stats, admit, fill) -> None:
     stage = store.staging(path)
     try:
         with store.writer(stage, RAW_MESSAGES) as writer:
-            sink = RowSink(writer, stats)
-            for row in rows:
-                sink.add(row)
-            sink.flush()
+            background = BackgroundWriter(writer)
+            try:
+                sink = RowSink(background, stats)
+                fill(sink)
+                sink.close()
+            except BaseException:
+                # The thread must be done before the file is closed and removed.
+                background.stop()
+                raise
+            background.finish()
         publish(store, stage, path, stats, admit)
     finally:
         stage.unlink(missing_ok=True)

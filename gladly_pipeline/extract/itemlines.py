@@ -1,0 +1,516 @@
+"""Export item lines to raw `messages` rows: a block of lines at a time, or line by line.
+
+The fast path hands a block of lines (bounded by bytes) to pyarrow.json with a schema built
+from records.ITEM_FIELDS and computes each column with pyarrow.compute. It takes only what it
+can prove the per-line path (json.loads + message_row) would turn into the same row. Anything
+else goes to the per-line path: a block pyarrow.json rejects (a malformed line, a type it was
+not told about) is halved until the bad lines are found, and a row whose value needs Python's
+judgement (no id, a timestamp in an unusual form, a duration like " 100") is redone alone.
+So the rows written, the counts and the malformed positions are the per-line path's.
+"""
+
+import json
+import logging
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from itertools import compress
+from typing import Optional
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.json as pj
+
+from ..records import ITEM_FIELDS, message_row
+from ..schemas import RAW_MESSAGES, TS
+from ..timeutil import parse_timestamp
+from ..windows import Window
+from .staging import MessageStats
+
+log = logging.getLogger(__name__)
+
+# Lines are gathered into blocks of about this many bytes (the last line may pass it): the
+# memory a block needs (its lines, pyarrow's table, the columns) depends on this, not on the
+# size of the file.
+BLOCK_BYTES = 4 << 20
+# pyarrow.json parses a block in chunks of this size, on its thread pool.
+READ_CHUNK_BYTES = 1 << 20
+# A piece of a block that pyarrow.json rejects is halved until it is this small, then read
+# line by line: one bad line costs a few re-reads of its block, not the block's speed.
+MIN_SPLIT_LINES = 32
+
+# Fields Gladly sends as a string in some items and as another type in others (`to`: a
+# string for SMS and calls, a list for emails). pyarrow.json takes one type per field, so
+# before parsing, `"to":"` becomes `"tO":"` (the key's last letter's case swapped, so the
+# block's length and line offsets do not change) and the string is read from "tO".
+# RFC 3339 as Gladly sends it, in the range where Arrow's cast and datetime.fromisoformat
+# agree; any other form is parsed by parse_timestamp, row by row.
+_TIMESTAMP = (
+    r"^(19|2[01])\d\d-(0[1-9]|1[0-2])-(0[1-9]|[12]\d|3[01])"
+    r"T([01]\d|2[0-3]):[0-5]\d:[0-5]\d(\.\d{1,9})?(Z|[+-]([01]\d|2[0-3]):[0-5]\d)$"
+)
+# Fractions past microseconds are cut off, as datetime.fromisoformat does.
+_PAST_MICROS = r"(\.\d{6})\d+"
+# Strings that _int reads the same way Arrow's cast does (18 digits always fit in int64).
+_PLAIN_INT = r"^-?\d{1,18}$"
+
+
+def _json_type(kind: str) -> pa.DataType:
+    if kind == "str_list":
+        return pa.list_(pa.string())
+    if kind == "int":
+        return pa.int64()
+    if kind == "count":
+        # Attachments are objects; only their number is kept, so none of their fields.
+        return pa.list_(pa.struct([]))
+    return pa.string()
+
+
+def string_key(key: str) -> str:
+    """The key a varying field's string value is moved to: "to" -> "tO"."""
+    return key[:-1] + key[-1].swapcase()
+
+
+def _item_schema() -> pa.Schema:
+    """The pyarrow.json schema of an export line: the fields ITEM_FIELDS reads, and no more."""
+    tree: dict = {"id": pa.string()}
+    for item_field in ITEM_FIELDS:
+        for path in item_field.paths:
+            node = tree
+            for key in path[:-1]:
+                node = node.setdefault(key, {})
+            keys = [path[-1]] + ([string_key(path[-1])] if item_field.varies else [])
+            assert not set(keys) & set(node), f"{keys} read twice"
+            node[path[-1]] = _json_type(item_field.kind)
+            if item_field.varies:
+                node[keys[1]] = pa.string()
+
+    def struct(node: dict) -> list:
+        return [
+            pa.field(key, pa.struct(struct(value)) if isinstance(value, dict) else value)
+            for key, value in node.items()
+        ]
+
+    return pa.schema(struct(tree))
+
+
+def _renamed_keys() -> list:
+    """(`"key":"`, `"kEY":"`) for each varying field, as the bytes to replace."""
+    varying = {f.paths[0][-1] for f in ITEM_FIELDS if f.varies}
+    others = {path[-1] for f in ITEM_FIELDS for path in f.paths} - varying
+    # The renaming applies to the key at any depth: it must not touch a field read as is.
+    assert not {string_key(k) for k in varying} & others
+    assert all(key[-1].isalpha() and key.isascii() for key in varying)
+    return [(f'"{key}":"'.encode(), f'"{string_key(key)}":"'.encode()) for key in sorted(varying)]
+
+
+ITEM_SCHEMA = _item_schema()
+_RENAMES = _renamed_keys()
+_PARSE_OPTIONS = pj.ParseOptions(
+    explicit_schema=ITEM_SCHEMA, unexpected_field_behavior="ignore", newlines_in_values=False
+)
+_READ_OPTIONS = pj.ReadOptions(use_threads=True, block_size=READ_CHUNK_BYTES)
+_BRACE = ord("{")
+
+
+class LineBlock:
+    """Non-blank lines of an export file, joined for pyarrow.json, and where each one was.
+
+    `first` is the 1-based position in the file of the block's first line. Blank lines are
+    skipped, as the per-line path skips them, but still count in the positions.
+    """
+
+    def __init__(self, lines: list, first: int):
+        self.first = first
+        self.positions: Optional[list] = None  # set only when blank lines were skipped
+        self.lines = self._without_blanks(lines)
+        # starts[i]: where line i begins in `text`; starts[-1] is len(text) + 1.
+        self.starts = np.zeros(len(self.lines) + 1, dtype=np.int64)
+        np.cumsum(_lengths(self.lines) + 1, out=self.starts[1:])
+        self._raw_json: Optional[pa.Array] = None
+        renamed = self.text
+        for old, new in _RENAMES:
+            renamed = renamed.replace(old, new)
+        self.parse_text = pa.py_buffer(renamed)
+
+    def _without_blanks(self, lines: list) -> list:
+        self.text = b"\n".join(lines)
+        lengths = _lengths(lines)
+        # Lines that do not start with "{" are few (empty ones included): check only those.
+        starts = np.zeros(len(lines), dtype=np.int64)
+        np.cumsum(lengths[:-1] + 1, out=starts[1:])
+        odd = lengths == 0
+        present = np.flatnonzero(~odd)
+        odd[present] = np.frombuffer(self.text, dtype=np.uint8)[starts[present]] != _BRACE
+        blank = {int(i) for i in np.flatnonzero(odd) if not lines[i].strip()}
+        if not blank:
+            return lines
+        kept = [i for i in range(len(lines)) if i not in blank]
+        self.positions = [self.first + i for i in kept]
+        lines = [lines[i] for i in kept]
+        self.text = b"\n".join(lines)
+        return lines
+
+    def position(self, index: int) -> int:
+        """The 1-based position in the file of non-blank line `index`."""
+        if self.positions is None:
+            return self.first + index
+        return self.positions[index]
+
+    def parse_buffer(self, start: int, stop: int) -> pa.Buffer:
+        """Lines [start, stop) as pyarrow.json reads them (varying keys renamed)."""
+        offset = int(self.starts[start])
+        return self.parse_text.slice(offset, int(self.starts[stop]) - 1 - offset)
+
+    def raw_json(self, start: int, stop: int) -> Optional[pa.Array]:
+        """Lines [start, stop) as text, exactly as sent; None if one is not UTF-8."""
+        if self._raw_json is None:
+            self._raw_json = _strings(self.lines)
+            self._block_is_utf8 = self._raw_json is not None
+        if self._block_is_utf8:
+            return self._raw_json.slice(start, stop - start)
+        # Some line of the block is not UTF-8 (json.loads rejects it): check this piece.
+        return _strings(self.lines[start:stop])
+
+
+class LineBlocks:
+    """Groups a stream of lines into LineBlocks of about `block_bytes` each."""
+
+    def __init__(self, lines: Iterable[bytes], block_bytes: int = BLOCK_BYTES):
+        self.source = lines
+        self.block_bytes = block_bytes
+        self.lines = 0  # non-blank lines in the blocks handed out
+        self._pending: list = []
+
+    def lines_read(self) -> int:
+        """Non-blank lines read so far, including those not yet in a block."""
+        return self.lines + sum(1 for raw in self._pending if raw.strip())
+
+    def __iter__(self) -> Iterator[LineBlock]:
+        lines = self._pending
+        add = lines.append
+        size, first = 0, 1
+        for raw in self.source:
+            add(raw)
+            size += len(raw) + 1
+            if size >= self.block_bytes:
+                yield self._block(lines, first)
+                first += len(lines)
+                lines = self._pending = []
+                add, size = lines.append, 0
+        if lines:
+            yield self._block(lines, first)
+
+    def _block(self, lines: list, first: int) -> LineBlock:
+        block = LineBlock(lines, first)
+        self.lines += len(block.lines)
+        self._pending = []
+        return block
+
+
+def _lengths(lines: list) -> np.ndarray:
+    return np.fromiter(map(len, lines), dtype=np.int64, count=len(lines))
+
+
+@dataclass
+class ItemReader:
+    """Turns one export job's line blocks into tables of `messages` rows for the day.
+
+    `seen` holds the ids already written for the day (earlier jobs are newer: their copy
+    wins); an item outside `window` is left for its own day.
+    """
+
+    job_id: str
+    window: Window
+    seen: set
+    stats: MessageStats
+    malformed: int = 0
+
+    def tables(self, block: LineBlock) -> Iterator[pa.Table]:
+        yield from self._piece(block, 0, len(block.lines))
+
+    def _piece(self, block: LineBlock, start: int, stop: int) -> Iterator[pa.Table]:
+        if stop - start < MIN_SPLIT_LINES:
+            table = self._per_line(block, start, stop)
+        else:
+            try:
+                table = self._columnar(block, start, stop)
+            except pa.ArrowInvalid:
+                table = None
+            if table is None:
+                # Some line pyarrow.json rejects: read each half alone, in order.
+                middle = (start + stop) // 2
+                yield from self._piece(block, start, middle)
+                yield from self._piece(block, middle, stop)
+                return
+        if table.num_rows:
+            yield table
+
+    # ------------------------------------------------------------ line by line
+
+    def _per_line(self, block: LineBlock, start: int, stop: int) -> pa.Table:
+        self.stats.lines_read_alone += stop - start
+        rows = []
+        for index in range(start, stop):
+            raw = block.lines[index]
+            item = parse_item(raw)
+            if item is None:
+                self._malformed(block.position(index))
+                continue
+            row = self._row_in_window(item, raw)
+            if row is not None:
+                rows.append(row)
+        return pa.Table.from_pylist(rows, schema=RAW_MESSAGES)
+
+    def _malformed(self, position: int) -> None:
+        self.malformed += 1
+        self.stats.malformed_positions.append(f"{self.job_id}:{position}")
+        log.warning("Skipping malformed line %d of the items file in job %s",
+                    position, self.job_id)
+
+    def _row_in_window(self, item: dict, raw: bytes) -> Optional[dict]:
+        if item["id"] in self.seen:
+            self.stats.duplicates += 1
+            return None
+        if not self.window.contains(parse_timestamp(item["timestamp"])):
+            self.stats.outside_window += 1
+            return None
+        self.seen.add(item["id"])
+        text = raw.decode("utf-8") if isinstance(raw, bytes) else raw
+        return message_row(item, text, self.job_id)
+
+    # ------------------------------------------------------------ columnar
+
+    def _columnar(self, block: LineBlock, start: int, stop: int) -> Optional[pa.Table]:
+        """The piece's rows, or None where pyarrow.json cannot read it as the per-line path
+        would (then it is split)."""
+        parsed = pj.read_json(pa.BufferReader(block.parse_buffer(start, stop)),
+                              read_options=_READ_OPTIONS, parse_options=_PARSE_OPTIONS)
+        raw_json = block.raw_json(start, stop)
+        if parsed.num_rows != stop - start or raw_json is None:
+            return None  # two objects on one line, or a line that is not UTF-8
+        columns, redo = _columns(parsed.combine_chunks(), raw_json)
+        columns["source_job_id"] = pa.array([self.job_id] * parsed.num_rows, pa.string())
+        columns["raw_json"] = raw_json
+        table = pa.Table.from_arrays([columns[f.name] for f in RAW_MESSAGES],
+                                     schema=RAW_MESSAGES)
+        if redo is None:
+            return self._keep_new_in_window(table)
+        return self._with_redone_rows(table, redo, block, start)
+
+    def _in_window(self, table: pa.Table) -> list:
+        timestamps = table.column("timestamp")
+        inside = pc.and_(
+            pc.greater_equal(timestamps, pa.scalar(self.window.start, TS)),
+            pc.less(timestamps, pa.scalar(self.window.end, TS)),
+        )
+        return inside.to_pylist()
+
+    def _keep_new_in_window(self, table: pa.Table) -> pa.Table:
+        ids = table.column("id").to_pylist()
+        inside = self._in_window(table)
+        if self.seen.isdisjoint(ids) and len(set(ids)) == len(ids):
+            # The usual case: no id seen before, none twice in the piece.
+            kept = sum(inside)
+            self.seen.update(compress(ids, inside))
+            self.stats.outside_window += len(ids) - kept
+            return table if kept == len(ids) else table.filter(pa.array(inside))
+        keep = [self._first_in_window(item_id, within)
+                for item_id, within in zip(ids, inside, strict=True)]
+        return table.filter(pa.array(keep))
+
+    def _first_in_window(self, item_id: str, inside: bool) -> bool:
+        """The per-line path's order of checks: seen before, then the window."""
+        if item_id in self.seen:
+            self.stats.duplicates += 1
+            return False
+        if not inside:
+            self.stats.outside_window += 1
+            return False
+        self.seen.add(item_id)
+        return True
+
+    def _with_redone_rows(self, table, redo: list, block: LineBlock, start: int) -> pa.Table:
+        """The piece's rows with those in `redo` taken through the per-line path, in order."""
+        ids = table.column("id").to_pylist()
+        inside = self._in_window(table)
+        redo_set = set(redo)
+        self.stats.lines_read_alone += len(redo)
+        keep, redone, order = [], [], []
+        for index, (item_id, within) in enumerate(zip(ids, inside, strict=True)):
+            if index not in redo_set:
+                if self._first_in_window(item_id, within):
+                    keep.append(index)
+                    order.append(len(keep) - 1)
+                continue
+            raw = block.lines[start + index]
+            item = parse_item(raw)
+            if item is None:
+                self._malformed(block.position(start + index))
+                continue
+            row = self._row_in_window(item, raw)
+            if row is not None:
+                redone.append(row)
+                order.append(-len(redone))
+        fast = table.take(pa.array(keep, pa.int64()))
+        slow = pa.Table.from_pylist(redone, schema=RAW_MESSAGES)
+        # Fast rows first, then the redone ones; `order` puts each back in its line's place.
+        positions = [i if i >= 0 else len(keep) - i - 1 for i in order]
+        return pa.concat_tables([fast, slow]).take(pa.array(positions, pa.int64()))
+
+
+def parse_item(raw: bytes) -> Optional[dict]:
+    """An export line as an item, or None if it is not a JSON object with an id and a
+    valid timestamp (a malformed line)."""
+    try:
+        item = json.loads(raw)
+    except ValueError:
+        return None
+    if not isinstance(item, dict) or not isinstance(item.get("id"), str):
+        return None
+    if parse_timestamp(item.get("timestamp")) is None:
+        return None
+    return item
+
+
+def _strings(lines: list) -> Optional[pa.Array]:
+    """The lines as a string array, exactly as sent; None if one is not UTF-8."""
+    offsets = np.zeros(len(lines) + 1, dtype=np.int64)
+    np.cumsum(_lengths(lines), out=offsets[1:])
+    data = pa.py_buffer(b"".join(lines))
+    array = pa.Array.from_buffers(pa.large_string(), len(lines),
+                                  [None, pa.py_buffer(offsets), data])
+    try:
+        array.validate(full=True)
+    except pa.ArrowInvalid:
+        return None
+    return array.cast(pa.string())
+
+
+def _columns(parsed: pa.Table, raw_json: pa.Array) -> tuple:
+    """The typed columns of RAW_MESSAGES from pyarrow.json's table, and the indices of the
+    rows to redo line by line (None if there are none)."""
+    item_ids = _path(parsed, ("id",))
+    columns = {"id": item_ids}
+    # No id, or no timestamp the fast path could read: malformed, or an unusual form.
+    unsure = [pc.is_null(item_ids)]
+    for item_field in ITEM_FIELDS:
+        values, doubtful = _KINDS[item_field.kind](parsed, item_field, raw_json)
+        columns[item_field.column] = values
+        if doubtful is not None:
+            unsure.append(doubtful)
+    unsure.append(pc.is_null(columns["timestamp"]))
+    redo = unsure[0]
+    for more in unsure[1:]:
+        redo = pc.or_(redo, more)
+    if not pc.any(redo).as_py():
+        return columns, None
+    return columns, np.flatnonzero(redo.to_numpy(zero_copy_only=False)).tolist()
+
+
+def _path(parsed: pa.Table, path: tuple) -> pa.Array:
+    """The values at `path`; null where any object on the way is null."""
+    values = parsed.column(path[0]).chunk(0)
+    for key in path[1:]:
+        values = pc.struct_field(values, key)
+    return values
+
+
+def _strings_of(parsed: pa.Table, path: tuple, raw_json: pa.Array) -> tuple:
+    """A varying field's string values (moved to its string_key), and the rows where one
+    may not have come from the renaming: their line spells that key itself, literally or
+    with a \\u escape (rare: the per-line path decides those)."""
+    key = string_key(path[-1])
+    values = _path(parsed, path[:-1] + (key,))
+    present = pc.is_valid(values)
+    if values.null_count == len(values):
+        return values, None
+    rows = pa.array(np.flatnonzero(present.to_numpy(zero_copy_only=False)))
+    lines = raw_json.take(rows)
+    spelled = pc.or_(pc.match_substring(lines, f'"{key}"'), pc.match_substring(lines, "\\u"))
+    doubtful = np.zeros(len(values), dtype=bool)
+    doubtful[rows.to_numpy()[spelled.to_numpy(zero_copy_only=False)]] = True
+    return values, pa.array(doubtful)
+
+
+def _str_column(parsed, item_field, raw_json) -> tuple:
+    return _path(parsed, item_field.paths[0]), None
+
+
+def _text_column(parsed, item_field, raw_json) -> tuple:
+    return pc.coalesce(*[_path(parsed, path) for path in item_field.paths]), None
+
+
+def _timestamp_column(parsed, item_field, raw_json) -> tuple:
+    texts = _path(parsed, item_field.paths[0])
+    timestamps = to_timestamps(texts)
+    return timestamps, pc.and_(pc.is_valid(texts), pc.is_null(timestamps))
+
+
+def to_timestamps(texts: pa.Array) -> pa.Array:
+    """Gladly's RFC 3339 strings as UTC microseconds, as parse_timestamp reads them; null
+    for those in other forms (which parse_timestamp may still read)."""
+    usual = pc.if_else(pc.match_substring_regex(texts, _TIMESTAMP), texts, None)
+    usual = pc.replace_substring_regex(usual, _PAST_MICROS, r"\1")
+    try:
+        return pc.cast(usual, TS)
+    except pa.ArrowInvalid:
+        # A date that does not exist (February 30): let Python judge each one.
+        return pa.array([parse_timestamp(text) for text in usual.to_pylist()], TS)
+
+
+def _str_list_column(parsed, item_field, raw_json) -> tuple:
+    path = item_field.paths[0]
+    lists = _path(parsed, path)
+    unsure = None
+    flat = pc.list_flatten(lists)
+    if flat.null_count:
+        # Nulls inside a list are dropped by the per-line path: let it do those rows.
+        parents = pc.filter(pc.list_parent_indices(lists), pc.is_null(flat))
+        unsure = pc.is_in(pa.array(np.arange(len(lists))), parents)
+    if not item_field.varies:
+        return lists, unsure
+    single, doubtful = _strings_of(parsed, path, raw_json)
+    if doubtful is None:
+        return lists, unsure
+    # Both a list and a string: the key came twice, and json.loads keeps the last one.
+    both = pc.and_(pc.is_valid(lists), pc.is_valid(single))
+    unsure = _either(unsure, pc.or_(doubtful, both))
+    offsets = pa.array(np.arange(len(single) + 1, dtype=np.int32))
+    as_lists = pa.ListArray.from_arrays(offsets, single)
+    return pc.if_else(pc.is_valid(single), as_lists, lists), unsure
+
+
+def _int_column(parsed, item_field, raw_json) -> tuple:
+    path = item_field.paths[0]
+    numbers = _path(parsed, path)
+    if not item_field.varies:
+        return numbers, None
+    texts, doubtful = _strings_of(parsed, path, raw_json)
+    if doubtful is None:
+        return numbers, None
+    plain = pc.fill_null(pc.match_substring_regex(texts, _PLAIN_INT), False)
+    unsure = pc.or_(
+        doubtful,
+        pc.and_(pc.is_valid(texts), pc.or_(pc.invert(plain), pc.is_valid(numbers))),
+    )
+    from_texts = pc.cast(pc.if_else(plain, texts, None), pa.int64())
+    return pc.coalesce(numbers, from_texts), unsure
+
+
+def _either(first, second):
+    return second if first is None else pc.or_(first, second)
+
+
+def _count_column(parsed, item_field, raw_json) -> tuple:
+    return pc.list_value_length(_path(parsed, item_field.paths[0])), None
+
+
+_KINDS = {
+    "str": _str_column,
+    "text": _text_column,
+    "timestamp": _timestamp_column,
+    "str_list": _str_list_column,
+    "int": _int_column,
+    "count": _count_column,
+}
