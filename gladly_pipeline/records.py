@@ -31,7 +31,7 @@ class ItemField:
     def read(self, item: dict):
         if self.kind == "text":
             return _first_str(_lookup(item, path) for path in self.paths)
-        return _CONVERTERS[self.kind](_lookup(item, self.paths[0]))
+        return CONVERTERS[self.kind](_lookup(item, self.paths[0]))
 
 
 def _field(column: str, kind: str, *paths: str, varies: bool = False) -> ItemField:
@@ -269,7 +269,7 @@ def _first_str(values) -> Optional[str]:
     return next((value for value in values if isinstance(value, str)), None)
 
 
-_CONVERTERS = {
+CONVERTERS = {
     "str": _str,
     "timestamp": parse_timestamp,
     "str_list": _str_list,

@@ -13,7 +13,7 @@ import json
 import logging
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from itertools import compress
+from itertools import compress, islice
 from typing import Optional
 
 import numpy as np
@@ -21,7 +21,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.json as pj
 
-from ..records import ITEM_FIELDS, message_row
+from ..records import CONVERTERS, ITEM_FIELDS, message_row
 from ..schemas import RAW_MESSAGES, TS
 from ..timeutil import parse_timestamp
 from ..windows import Window
@@ -33,6 +33,9 @@ log = logging.getLogger(__name__)
 # memory a block needs (its lines, pyarrow's table, the columns) depends on this, not on the
 # size of the file.
 BLOCK_BYTES = 4 << 20
+# Lines are taken from the stream this many at a time (a block may pass BLOCK_BYTES by
+# that many lines).
+LINES_PER_STEP = 256
 # pyarrow.json parses a block in chunks of this size, on its thread pool.
 READ_CHUNK_BYTES = 1 << 20
 # A piece of a block that pyarrow.json rejects is halved until it is this small, then read
@@ -43,16 +46,10 @@ MIN_SPLIT_LINES = 32
 # string for SMS and calls, a list for emails). pyarrow.json takes one type per field, so
 # before parsing, `"to":"` becomes `"tO":"` (the key's last letter's case swapped, so the
 # block's length and line offsets do not change) and the string is read from "tO".
-# RFC 3339 as Gladly sends it, in the range where Arrow's cast and datetime.fromisoformat
-# agree; any other form is parsed by parse_timestamp, row by row.
-_TIMESTAMP = (
-    r"^(19|2[01])\d\d-(0[1-9]|1[0-2])-(0[1-9]|[12]\d|3[01])"
-    r"T([01]\d|2[0-3]):[0-5]\d:[0-5]\d(\.\d{1,9})?(Z|[+-]([01]\d|2[0-3]):[0-5]\d)$"
-)
-# Fractions past microseconds are cut off, as datetime.fromisoformat does.
-_PAST_MICROS = r"(\.\d{6})\d+"
-# Strings that _int reads the same way Arrow's cast does (18 digits always fit in int64).
-_PLAIN_INT = r"^-?\d{1,18}$"
+# The Arrow cast from string to timestamp accepts a subset of what parse_timestamp
+# (datetime.fromisoformat) does, and reads it the same way (see test_itemlines); a column
+# with any other form is parsed by parse_timestamp, value by value.
+_NANOS = pa.timestamp("ns", tz="UTC")
 
 
 def _json_type(kind: str) -> pa.DataType:
@@ -123,33 +120,34 @@ class LineBlock:
     def __init__(self, lines: list, first: int):
         self.first = first
         self.positions: Optional[list] = None  # set only when blank lines were skipped
-        self.lines = self._without_blanks(lines)
-        # starts[i]: where line i begins in `text`; starts[-1] is len(text) + 1.
-        self.starts = np.zeros(len(self.lines) + 1, dtype=np.int64)
-        np.cumsum(_lengths(self.lines) + 1, out=self.starts[1:])
-        self._raw_json: Optional[pa.Array] = None
+        self._lay_out(lines)
+        blank = self._blank_lines()
+        if blank:
+            kept = [i for i in range(len(lines)) if i not in blank]
+            self.positions = [first + i for i in kept]
+            self._lay_out([lines[i] for i in kept])
         renamed = self.text
         for old, new in _RENAMES:
             renamed = renamed.replace(old, new)
         self.parse_text = pa.py_buffer(renamed)
+        self._raw_json: Optional[pa.Array] = None
+        self._block_is_utf8 = True
 
-    def _without_blanks(self, lines: list) -> list:
+    def _lay_out(self, lines: list) -> None:
+        self.lines = lines
+        self.lengths = _lengths(lines)
         self.text = b"\n".join(lines)
-        lengths = _lengths(lines)
+        # starts[i]: where line i begins in `text`; starts[-1] is len(text) + 1.
+        self.starts = np.zeros(len(lines) + 1, dtype=np.int64)
+        np.cumsum(self.lengths + 1, out=self.starts[1:])
+
+    def _blank_lines(self) -> set:
         # Lines that do not start with "{" are few (empty ones included): check only those.
-        starts = np.zeros(len(lines), dtype=np.int64)
-        np.cumsum(lengths[:-1] + 1, out=starts[1:])
-        odd = lengths == 0
+        odd = self.lengths == 0
         present = np.flatnonzero(~odd)
-        odd[present] = np.frombuffer(self.text, dtype=np.uint8)[starts[present]] != _BRACE
-        blank = {int(i) for i in np.flatnonzero(odd) if not lines[i].strip()}
-        if not blank:
-            return lines
-        kept = [i for i in range(len(lines)) if i not in blank]
-        self.positions = [self.first + i for i in kept]
-        lines = [lines[i] for i in kept]
-        self.text = b"\n".join(lines)
-        return lines
+        first_bytes = np.frombuffer(self.text, dtype=np.uint8)[self.starts[present]]
+        odd[present] = first_bytes != _BRACE
+        return {int(i) for i in np.flatnonzero(odd) if not self.lines[int(i)].strip()}
 
     def position(self, index: int) -> int:
         """The 1-based position in the file of non-blank line `index`."""
@@ -164,13 +162,13 @@ class LineBlock:
 
     def raw_json(self, start: int, stop: int) -> Optional[pa.Array]:
         """Lines [start, stop) as text, exactly as sent; None if one is not UTF-8."""
-        if self._raw_json is None:
-            self._raw_json = _strings(self.lines)
+        if self._raw_json is None and self._block_is_utf8:
+            self._raw_json = _strings(self.lines, self.lengths)
             self._block_is_utf8 = self._raw_json is not None
         if self._block_is_utf8:
             return self._raw_json.slice(start, stop - start)
         # Some line of the block is not UTF-8 (json.loads rejects it): check this piece.
-        return _strings(self.lines[start:stop])
+        return _strings(self.lines[start:stop], self.lengths[start:stop])
 
 
 class LineBlocks:
@@ -187,17 +185,22 @@ class LineBlocks:
         return self.lines + sum(1 for raw in self._pending if raw.strip())
 
     def __iter__(self) -> Iterator[LineBlock]:
+        source = iter(self.source)
         lines = self._pending
-        add = lines.append
         size, first = 0, 1
-        for raw in self.source:
-            add(raw)
-            size += len(raw) + 1
+        while True:
+            # A few hundred lines at a time, without a Python step per line; extend keeps
+            # the lines read before an error (lines_read counts them).
+            count = len(lines)
+            lines.extend(islice(source, LINES_PER_STEP))
+            if len(lines) == count:
+                break
+            size += sum(map(len, lines[count:])) + len(lines) - count
             if size >= self.block_bytes:
                 yield self._block(lines, first)
                 first += len(lines)
                 lines = self._pending = []
-                add, size = lines.append, 0
+                size = 0
         if lines:
             yield self._block(lines, first)
 
@@ -289,7 +292,7 @@ class ItemReader:
         raw_json = block.raw_json(start, stop)
         if parsed.num_rows != stop - start or raw_json is None:
             return None  # two objects on one line, or a line that is not UTF-8
-        columns, redo = _columns(parsed.combine_chunks(), raw_json)
+        columns, redo = _columns(parsed.combine_chunks(), block.lines[start:stop])
         columns["source_job_id"] = pa.array([self.job_id] * parsed.num_rows, pa.string())
         columns["raw_json"] = raw_json
         table = pa.Table.from_arrays([columns[f.name] for f in RAW_MESSAGES],
@@ -298,25 +301,28 @@ class ItemReader:
             return self._keep_new_in_window(table)
         return self._with_redone_rows(table, redo, block, start)
 
-    def _in_window(self, table: pa.Table) -> list:
+    def _in_window(self, table: pa.Table) -> pa.Array:
         timestamps = table.column("timestamp")
-        inside = pc.and_(
+        return pc.and_(
             pc.greater_equal(timestamps, pa.scalar(self.window.start, TS)),
             pc.less(timestamps, pa.scalar(self.window.end, TS)),
         )
-        return inside.to_pylist()
 
     def _keep_new_in_window(self, table: pa.Table) -> pa.Table:
         ids = table.column("id").to_pylist()
         inside = self._in_window(table)
-        if self.seen.isdisjoint(ids) and len(set(ids)) == len(ids):
+        unique = set(ids)
+        if len(unique) == len(ids) and self.seen.isdisjoint(unique):
             # The usual case: no id seen before, none twice in the piece.
-            kept = sum(inside)
-            self.seen.update(compress(ids, inside))
+            if pc.all(inside).as_py():
+                self.seen |= unique
+                return table
+            kept = pc.sum(inside).as_py() or 0
+            self.seen.update(compress(ids, inside.to_pylist()))
             self.stats.outside_window += len(ids) - kept
-            return table if kept == len(ids) else table.filter(pa.array(inside))
+            return table.filter(inside)
         keep = [self._first_in_window(item_id, within)
-                for item_id, within in zip(ids, inside, strict=True)]
+                for item_id, within in zip(ids, inside.to_pylist(), strict=True)]
         return table.filter(pa.array(keep))
 
     def _first_in_window(self, item_id: str, inside: bool) -> bool:
@@ -333,7 +339,7 @@ class ItemReader:
     def _with_redone_rows(self, table, redo: list, block: LineBlock, start: int) -> pa.Table:
         """The piece's rows with those in `redo` taken through the per-line path, in order."""
         ids = table.column("id").to_pylist()
-        inside = self._in_window(table)
+        inside = self._in_window(table).to_pylist()
         redo_set = set(redo)
         self.stats.lines_read_alone += len(redo)
         keep, redone, order = [], [], []
@@ -373,13 +379,17 @@ def parse_item(raw: bytes) -> Optional[dict]:
     return item
 
 
-def _strings(lines: list) -> Optional[pa.Array]:
+def _strings(lines: list, lengths: np.ndarray) -> Optional[pa.Array]:
     """The lines as a string array, exactly as sent; None if one is not UTF-8."""
     offsets = np.zeros(len(lines) + 1, dtype=np.int64)
-    np.cumsum(_lengths(lines), out=offsets[1:])
+    np.cumsum(lengths, out=offsets[1:])
     data = pa.py_buffer(b"".join(lines))
-    array = pa.Array.from_buffers(pa.large_string(), len(lines),
-                                  [None, pa.py_buffer(offsets), data])
+    if offsets[-1] < 2**31:
+        array = pa.Array.from_buffers(pa.string(), len(lines),
+                                      [None, pa.py_buffer(offsets.astype(np.int32)), data])
+    else:
+        array = pa.Array.from_buffers(pa.large_string(), len(lines),
+                                      [None, pa.py_buffer(offsets), data])
     try:
         array.validate(full=True)
     except pa.ArrowInvalid:
@@ -387,15 +397,15 @@ def _strings(lines: list) -> Optional[pa.Array]:
     return array.cast(pa.string())
 
 
-def _columns(parsed: pa.Table, raw_json: pa.Array) -> tuple:
+def _columns(parsed: pa.Table, lines: list) -> tuple:
     """The typed columns of RAW_MESSAGES from pyarrow.json's table, and the indices of the
-    rows to redo line by line (None if there are none)."""
+    rows (of `lines`, the piece's lines) to redo line by line (None if there are none)."""
     item_ids = _path(parsed, ("id",))
     columns = {"id": item_ids}
     # No id, or no timestamp the fast path could read: malformed, or an unusual form.
     unsure = [pc.is_null(item_ids)]
     for item_field in ITEM_FIELDS:
-        values, doubtful = _KINDS[item_field.kind](parsed, item_field, raw_json)
+        values, doubtful = _KINDS[item_field.kind](parsed, item_field, lines)
         columns[item_field.column] = values
         if doubtful is not None:
             unsure.append(doubtful)
@@ -416,50 +426,58 @@ def _path(parsed: pa.Table, path: tuple) -> pa.Array:
     return values
 
 
-def _strings_of(parsed: pa.Table, path: tuple, raw_json: pa.Array) -> tuple:
-    """A varying field's string values (moved to its string_key), and the rows where one
-    may not have come from the renaming: their line spells that key itself, literally or
-    with a \\u escape (rare: the per-line path decides those)."""
+def _strings_of(parsed: pa.Table, path: tuple, lines: list) -> tuple:
+    """A varying field's string values (moved to its string_key) and the rows where that
+    may not be the field's value: their line spells the string_key itself, literally or
+    with a \\u escape (rare, and then the per-line path decides)."""
     key = string_key(path[-1])
     values = _path(parsed, path[:-1] + (key,))
-    present = pc.is_valid(values)
     if values.null_count == len(values):
         return values, None
-    rows = pa.array(np.flatnonzero(present.to_numpy(zero_copy_only=False)))
-    lines = raw_json.take(rows)
-    spelled = pc.or_(pc.match_substring(lines, f'"{key}"'), pc.match_substring(lines, "\\u"))
+    spelled = f'"{key}"'.encode()
+    rows = np.flatnonzero(pc.is_valid(values).to_numpy(zero_copy_only=False)).tolist()
     doubtful = np.zeros(len(values), dtype=bool)
-    doubtful[rows.to_numpy()[spelled.to_numpy(zero_copy_only=False)]] = True
+    for row in rows:
+        if spelled in lines[row] or b"\\u" in lines[row]:
+            doubtful[row] = True
     return values, pa.array(doubtful)
 
 
-def _str_column(parsed, item_field, raw_json) -> tuple:
+def _python_values(values: pa.Array, convert, type_: pa.DataType) -> pa.Array:
+    """`convert` (records' own converter) applied to each non-null value, nulls kept."""
+    return pa.array([None if v is None else convert(v) for v in values.to_pylist()], type_)
+
+
+def _str_column(parsed, item_field, lines) -> tuple:
     return _path(parsed, item_field.paths[0]), None
 
 
-def _text_column(parsed, item_field, raw_json) -> tuple:
+def _text_column(parsed, item_field, lines) -> tuple:
     return pc.coalesce(*[_path(parsed, path) for path in item_field.paths]), None
 
 
-def _timestamp_column(parsed, item_field, raw_json) -> tuple:
-    texts = _path(parsed, item_field.paths[0])
-    timestamps = to_timestamps(texts)
-    return timestamps, pc.and_(pc.is_valid(texts), pc.is_null(timestamps))
+def _timestamp_column(parsed, item_field, lines) -> tuple:
+    return to_timestamps(_path(parsed, item_field.paths[0])), None
 
 
 def to_timestamps(texts: pa.Array) -> pa.Array:
-    """Gladly's RFC 3339 strings as UTC microseconds, as parse_timestamp reads them; null
-    for those in other forms (which parse_timestamp may still read)."""
-    usual = pc.if_else(pc.match_substring_regex(texts, _TIMESTAMP), texts, None)
-    usual = pc.replace_substring_regex(usual, _PAST_MICROS, r"\1")
+    """Gladly's RFC 3339 strings as UTC microseconds, exactly as parse_timestamp reads them
+    (null where it gives None)."""
+    if texts.null_count == len(texts):
+        return pa.nulls(len(texts), TS)
     try:
-        return pc.cast(usual, TS)
+        nanos = pc.cast(texts, _NANOS).cast(pa.int64())
     except pa.ArrowInvalid:
-        # A date that does not exist (February 30): let Python judge each one.
-        return pa.array([parse_timestamp(text) for text in usual.to_pylist()], TS)
+        # A form the cast does not take (no offset, a date that does not exist): Python's.
+        return _python_values(texts, parse_timestamp, TS)
+    # Digits past microseconds are cut off, as datetime.fromisoformat does: a floor, also
+    # before 1970.
+    micros = np.floor_divide(pc.fill_null(nanos, 0).to_numpy(), 1000)
+    missing = pc.is_null(nanos).to_numpy(zero_copy_only=False)
+    return pa.array(micros, pa.int64(), mask=missing).cast(TS)
 
 
-def _str_list_column(parsed, item_field, raw_json) -> tuple:
+def _str_list_column(parsed, item_field, lines) -> tuple:
     path = item_field.paths[0]
     lists = _path(parsed, path)
     unsure = None
@@ -470,7 +488,7 @@ def _str_list_column(parsed, item_field, raw_json) -> tuple:
         unsure = pc.is_in(pa.array(np.arange(len(lists))), parents)
     if not item_field.varies:
         return lists, unsure
-    single, doubtful = _strings_of(parsed, path, raw_json)
+    single, doubtful = _strings_of(parsed, path, lines)
     if doubtful is None:
         return lists, unsure
     # Both a list and a string: the key came twice, and json.loads keeps the last one.
@@ -481,28 +499,24 @@ def _str_list_column(parsed, item_field, raw_json) -> tuple:
     return pc.if_else(pc.is_valid(single), as_lists, lists), unsure
 
 
-def _int_column(parsed, item_field, raw_json) -> tuple:
+def _int_column(parsed, item_field, lines) -> tuple:
     path = item_field.paths[0]
     numbers = _path(parsed, path)
     if not item_field.varies:
         return numbers, None
-    texts, doubtful = _strings_of(parsed, path, raw_json)
+    texts, doubtful = _strings_of(parsed, path, lines)
     if doubtful is None:
         return numbers, None
-    plain = pc.fill_null(pc.match_substring_regex(texts, _PLAIN_INT), False)
-    unsure = pc.or_(
-        doubtful,
-        pc.and_(pc.is_valid(texts), pc.or_(pc.invert(plain), pc.is_valid(numbers))),
-    )
-    from_texts = pc.cast(pc.if_else(plain, texts, None), pa.int64())
-    return pc.coalesce(numbers, from_texts), unsure
+    # Both a number and a string: the key came twice, and json.loads keeps the last one.
+    unsure = pc.or_(doubtful, pc.and_(pc.is_valid(texts), pc.is_valid(numbers)))
+    return pc.coalesce(numbers, _python_values(texts, CONVERTERS["int"], pa.int64())), unsure
 
 
 def _either(first, second):
     return second if first is None else pc.or_(first, second)
 
 
-def _count_column(parsed, item_field, raw_json) -> tuple:
+def _count_column(parsed, item_field, lines) -> tuple:
     return pc.list_value_length(_path(parsed, item_field.paths[0])), None
 
 
