@@ -120,3 +120,14 @@ def test_profile_primary_email_and_phone_with_empty_type_and_no_updated_at():
     assert result["updated_at"] is None
     assert json.loads(result["custom_attributes_json"]) == {"tier": "gold"}
     pa.Table.from_pylist([result], schema=RAW_CONTACTS)
+
+
+@pytest.mark.parametrize(
+    "duration, expected",
+    [(228, 228), ("100", 100), (" 100 ", 100), ("-5", -5), (11.0, 11), (11.5, None),
+     ("--5", None), ("1e3", None), ("\u0661\u0662", None), (True, None), (2**70, None),
+     ("99999999999999999999", None), (None, None)],
+)
+def test_recording_duration_takes_integers_and_integer_strings_that_fit(duration, expected):
+    result = row(item({"type": "VOICEMAIL", "recordingDuration": duration}))
+    assert result["recording_duration_seconds"] == expected

@@ -87,7 +87,7 @@ def _job_items(client, job: dict, window: Window, seen: set, stats: MessageStats
         for block in blocks:
             yield from reader.tables(block)
     except GladlyNotFound:
-        if blocks.lines:
+        if blocks.lines_read():
             raise
         raise ExportFileGone(job_id) from None
     stats.lines += blocks.lines
