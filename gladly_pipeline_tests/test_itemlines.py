@@ -270,12 +270,13 @@ def test_blocks_are_bounded_by_bytes_and_read_lazily():
 def test_memory_holds_a_few_blocks_whatever_the_file_size(tmp_path, monkeypatch):
     """Lines read but not yet handed to the Parquet writer stay under a few blocks."""
     monkeypatch.setattr(itemlines, "BLOCK_BYTES", 8192)
+    monkeypatch.setattr(staging, "BATCH_ROWS", 100)
     pulled = written = 0
     most_in_flight = 0
 
     def lines():
         nonlocal pulled, most_in_flight
-        for n in range(3000):
+        for n in range(20_000):
             pulled += 1
             most_in_flight = max(most_in_flight, pulled - written)
             yield item(f"i{n}")
@@ -289,10 +290,11 @@ def test_memory_holds_a_few_blocks_whatever_the_file_size(tmp_path, monkeypatch)
 
     monkeypatch.setattr(staging, "BackgroundWriter", CountingWriter)
     stats, table = extract(tmp_path, {"job-1": lines()}, "big")
-    assert table.num_rows == stats.written == 3000
+    assert table.num_rows == stats.written == 20_000
     per_block = 8192 // len(item("i1000")) + itemlines.LINES_PER_STEP + 1
-    # The block being read, one being written, one queued, and the sink's pending batch.
-    assert most_in_flight <= 3 * per_block + staging.BATCH_ROWS
+    # Being read, read ahead, being parsed, queued for the writer, being written, and the
+    # sink's pending batch: a fixed number of blocks, not the file.
+    assert most_in_flight <= 5 * per_block + staging.BATCH_ROWS < 20_000 / 4
 
 
 def test_a_failing_writer_fails_the_run_and_leaves_no_partition(tmp_path, monkeypatch):
@@ -334,3 +336,23 @@ def test_a_404_after_some_lines_is_not_taken_for_an_expired_file(tmp_path):
     # Nothing read: the file is gone, and no other job covers the day.
     with pytest.raises(ExportNotAvailable, match="is gone"):
         extract(tmp_path, {"job-1": lines(0)}, "none")
+
+
+def test_read_ahead_thread_hands_over_items_then_the_error_and_stops_when_left():
+    def numbers():
+        yield 1
+        yield 2
+        raise OSError("connection reset")
+
+    seen = []
+    with pytest.raises(OSError, match="connection reset"):
+        for number in itemlines.Prefetch(numbers()):
+            seen.append(number)
+    assert seen == [1, 2]
+
+    ahead = itemlines.Prefetch(iter(range(1000)))
+    for number in ahead:
+        if number == 3:
+            break
+    ahead.close()
+    assert not ahead.thread.is_alive()

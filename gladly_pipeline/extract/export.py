@@ -8,7 +8,7 @@ from ..client import GladlyClient, GladlyNotFound
 from ..storage import TableStore
 from ..windows import Window
 from .coverage import ExportNotAvailable, jobs_for_window
-from .itemlines import ItemReader, LineBlocks
+from .itemlines import ItemReader, LineBlocks, Prefetch
 from .staging import Admit, MessageStats, check_malformed, write_day_tables
 
 log = logging.getLogger(__name__)
@@ -84,7 +84,7 @@ def _job_items(client, job: dict, window: Window, seen: set, stats: MessageStats
     blocks = LineBlocks(client.export_file_lines(job_id, ITEMS_FILE))
     reader = ItemReader(job_id, window, seen, stats)
     try:
-        for block in blocks:
+        for block in Prefetch(blocks):
             yield from reader.tables(block)
     except GladlyNotFound:
         if blocks.lines_read():

@@ -20,8 +20,11 @@ Known gaps:
   reads such a line, so the outcome depends on which path the line takes.
 """
 
+import contextlib
 import json
 import logging
+import queue
+import threading
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from itertools import compress, islice
@@ -43,12 +46,12 @@ log = logging.getLogger(__name__)
 # Lines are gathered into blocks of about this many bytes (the last line may pass it): the
 # memory a block needs (its lines, pyarrow's table, the columns) depends on this, not on the
 # size of the file.
-BLOCK_BYTES = 4 << 20
+BLOCK_BYTES = 2 << 20
 # Lines are taken from the stream this many at a time (a block may pass BLOCK_BYTES by
 # that many lines).
 LINES_PER_STEP = 256
 # pyarrow.json parses a block in chunks of this size, on its thread pool.
-READ_CHUNK_BYTES = 1 << 20
+READ_CHUNK_BYTES = 512 << 10
 # A piece of a block that pyarrow.json rejects is halved until it is this small, then read
 # line by line: one bad line costs a few re-reads of its block, not the block's speed.
 MIN_SPLIT_LINES = 32
@@ -185,9 +188,9 @@ class LineBlock:
 class LineBlocks:
     """Groups a stream of lines into LineBlocks of about `block_bytes` each."""
 
-    def __init__(self, lines: Iterable[bytes], block_bytes: int = BLOCK_BYTES):
+    def __init__(self, lines: Iterable[bytes], block_bytes: Optional[int] = None):
         self.source = lines
-        self.block_bytes = block_bytes
+        self.block_bytes = block_bytes or BLOCK_BYTES
         self.lines = 0  # non-blank lines in the blocks handed out
         self._pending: list = []
 
@@ -220,6 +223,53 @@ class LineBlocks:
         self.lines += len(block.lines)
         self._pending = []
         return block
+
+
+class Prefetch:
+    """Iterates `items` on a thread of its own, at most `depth` items ahead of the caller.
+
+    Building a block (joining lines, renaming keys) holds the GIL; pyarrow.json and the
+    Parquet writer release it. On a thread of its own, the next block is built while the
+    current one is parsed. An error of the iteration is raised to the caller in its place.
+    """
+
+    def __init__(self, items: Iterable, depth: int = 1):
+        self.queue: queue.Queue = queue.Queue(maxsize=depth)
+        self.stopping = False
+        self.thread = threading.Thread(target=self._run, args=(items,),
+                                       name="export-lines", daemon=True)
+        self.thread.start()
+
+    def _run(self, items: Iterable) -> None:
+        try:
+            for item in items:
+                if self.stopping:
+                    return
+                self.queue.put((True, item))
+        except BaseException as exc:  # raised again in the caller's thread
+            self.queue.put((False, exc))
+        else:
+            self.queue.put((False, None))
+
+    def __iter__(self) -> Iterator:
+        try:
+            while True:
+                more, item = self.queue.get()
+                if not more:
+                    if item is not None:
+                        raise item
+                    return
+                yield item
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        """Stops the thread (after the item it is reading), dropping what it read ahead."""
+        self.stopping = True
+        while self.thread.is_alive():
+            with contextlib.suppress(queue.Empty):
+                self.queue.get(timeout=0.05)
+        self.thread.join()
 
 
 def _lengths(lines: list) -> np.ndarray:
