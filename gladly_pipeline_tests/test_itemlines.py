@@ -261,7 +261,7 @@ def test_blocks_are_bounded_by_bytes_and_read_lazily():
     count = 0
     for block in blocks:
         count += len(block.lines)
-        assert len(block.text) + 1 <= limit
+        assert block.parse_text.size + 1 <= limit
         # Only the lines of this block (and none further) have been read from the stream.
         assert pulled == count
     assert count == 5000 == blocks.lines

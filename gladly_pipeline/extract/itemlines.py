@@ -144,8 +144,9 @@ class LineBlock:
         for old, new in _RENAMES:
             renamed = renamed.replace(old, new)
         self.parse_text = pa.py_buffer(renamed)
-        self._raw_json: Optional[pa.Array] = None
-        self._block_is_utf8 = True
+        del self.text  # only the renamed copy is parsed
+        # Built here, on the read-ahead thread; None if some line is not UTF-8.
+        self._raw_json = _strings(self.lines, self.lengths)
 
     def _lay_out(self, lines: list) -> None:
         self.lines = lines
@@ -176,10 +177,7 @@ class LineBlock:
 
     def raw_json(self, start: int, stop: int) -> Optional[pa.Array]:
         """Lines [start, stop) as text, exactly as sent; None if one is not UTF-8."""
-        if self._raw_json is None and self._block_is_utf8:
-            self._raw_json = _strings(self.lines, self.lengths)
-            self._block_is_utf8 = self._raw_json is not None
-        if self._block_is_utf8:
+        if self._raw_json is not None:
             return self._raw_json.slice(start, stop - start)
         # Some line of the block is not UTF-8 (json.loads rejects it): check this piece.
         return _strings(self.lines[start:stop], self.lengths[start:stop])
