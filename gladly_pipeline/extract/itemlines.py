@@ -11,10 +11,10 @@ path's; MessageStats.lines_read_alone says how many lines took the per-line path
 
 Known gaps:
 - Speed: about 0.2-0.35x of pyarrow.json alone on 2 shared cores (issue 5 asks for 0.5x).
-  Per line, pyarrow.json's parse is about 2.3 us of CPU, the Parquet write of the staged day
-  (dictionary encoding and zstd, set by storage.TableStore.writer) about 1.8 us, and the rest
-  (joining lines, renaming `to`, raw_json, columns, de-duplication) about 1.5 us; the write
-  runs on a thread of its own, but two cores leave little to overlap.
+  Per line, pyarrow.json's parse is about 2.5 us of CPU, the Parquet write of the staged day
+  (dictionary encoding and zstd, set by storage.TableStore.writer) 1.4-2.5 us, and the rest
+  (joining lines, renaming `to`, raw_json, columns, de-duplication) about 1.5 us. Blocks are
+  built on a read-ahead thread and written on another, so the run is CPU-bound on 2 cores.
 - A line nested deeper than Python's recursion limit (about 1,000 levels): json.loads
   raises RecursionError and the per-line path fails the run, as before; the columnar path
   reads such a line, so the outcome depends on which path the line takes.
