@@ -270,7 +270,7 @@ def test_blocks_are_bounded_by_bytes_and_read_lazily():
 def test_memory_holds_a_few_blocks_whatever_the_file_size(tmp_path, monkeypatch):
     """Lines read but not yet handed to the Parquet writer stay under a few blocks."""
     monkeypatch.setattr(itemlines, "BLOCK_BYTES", 8192)
-    monkeypatch.setattr(staging, "BATCH_ROWS", 100)
+    monkeypatch.setattr(staging, "ROW_GROUP_ROWS", 100)
     pulled = written = 0
     most_in_flight = 0
 
@@ -294,7 +294,7 @@ def test_memory_holds_a_few_blocks_whatever_the_file_size(tmp_path, monkeypatch)
     per_block = 8192 // len(item("i1000")) + itemlines.LINES_PER_STEP + 1
     # Being read, read ahead, being parsed, queued for the writer, being written, and the
     # sink's pending batch: a fixed number of blocks, not the file.
-    assert most_in_flight <= 5 * per_block + staging.BATCH_ROWS < 20_000 / 4
+    assert most_in_flight <= 5 * per_block + staging.ROW_GROUP_ROWS < 20_000 / 4
 
 
 def test_a_failing_writer_fails_the_run_and_leaves_no_partition(tmp_path, monkeypatch):
