@@ -296,15 +296,21 @@ class ItemReader:
             table = self._per_line(block, start, stop)
         else:
             try:
-                table = self._columnar(block, start, stop)
+                parsed = self._columnar(block, start, stop)
             except pa.ArrowInvalid:
-                table = None
-            if table is None:
+                parsed = None
+            if parsed is None:
                 # Some line pyarrow.json rejects: read each half alone, in order.
                 middle = (start + stop) // 2
                 yield from self._piece(block, start, middle)
                 yield from self._piece(block, middle, stop)
                 return
+            # Only now, with the piece read, are ids marked seen and rows counted.
+            table, redo = parsed
+            if redo is None:
+                table = self._keep_new_in_window(table)
+            else:
+                table = self._with_redone_rows(table, redo, block, start)
         if table.num_rows:
             yield table
 
@@ -343,9 +349,10 @@ class ItemReader:
 
     # ------------------------------------------------------------ columnar
 
-    def _columnar(self, block: LineBlock, start: int, stop: int) -> Optional[pa.Table]:
-        """The piece's rows, or None where pyarrow.json cannot read it as the per-line path
-        would (then it is split)."""
+    def _columnar(self, block: LineBlock, start: int, stop: int) -> Optional[tuple]:
+        """The piece as a table and the rows to redo line by line (see _columns), or None
+        where pyarrow.json cannot read it as the per-line path would (then it is split).
+        Changes no state: a piece that fails is read again in halves."""
         parsed = pj.read_json(pa.BufferReader(block.parse_buffer(start, stop)),
                               read_options=_READ_OPTIONS, parse_options=_PARSE_OPTIONS)
         raw_json = block.raw_json(start, stop)
@@ -356,9 +363,7 @@ class ItemReader:
         columns["raw_json"] = raw_json
         table = pa.Table.from_arrays([columns[f.name] for f in RAW_MESSAGES],
                                      schema=RAW_MESSAGES)
-        if redo is None:
-            return self._keep_new_in_window(table)
-        return self._with_redone_rows(table, redo, block, start)
+        return table, redo
 
     def _in_window(self, table: pa.Table) -> pa.Array:
         timestamps = table.column("timestamp")
