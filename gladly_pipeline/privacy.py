@@ -10,8 +10,6 @@ import hashlib
 import hmac
 import re
 
-import pandas as pd
-
 HASH_PREFIX = "h:"
 HASH_CHARS = 24
 
@@ -45,36 +43,35 @@ class Pseudonymizer:
         value = EMAIL.sub(lambda m: self.value(m.group(0)), value)
         return PHONE.sub(lambda m: self.value(_digits(m.group(0))), value)
 
-    def column(self, series: pd.Series) -> pd.Series:
-        return series.map(self.value, na_action="ignore")
-
-    def list_column(self, series: pd.Series) -> pd.Series:
-        return series.map(lambda items: [self.value(v) for v in items], na_action="ignore")
-
-    def text_column(self, series: pd.Series) -> pd.Series:
-        return series.map(self.text, na_action="ignore")
-
 
 def _digits(phone: str) -> str:
     # (555) 010-0123 and 555.010.0123 are one number: hash the digits only.
     return re.sub(r"[^\d+]", "", phone)
 
 
-def hash_contacts(contacts: pd.DataFrame, p: Pseudonymizer) -> pd.DataFrame:
-    out = contacts.copy()
-    for column in ("name", "primary_email", "primary_phone", "address"):
-        out[column] = p.column(out[column])
-    for column in ("emails", "phones"):
-        out[column] = p.list_column(out[column])
-    return out
+# The SQL functions the analytics rebuild calls (tables.setup_statements) when hashing.
+VALUE_FUNCTION = "pii_value"
+TEXT_FUNCTION = "pii_text"
 
 
-def hash_messages(messages: pd.DataFrame, p: Pseudonymizer) -> pd.DataFrame:
-    """Addresses and free text; customer sender names come hashed from the contacts."""
-    out = messages.copy()
-    out["from_address"] = p.column(out["from_address"])
-    for column in ("to_addresses", "cc_addresses"):
-        out[column] = p.list_column(out[column])
-    for column in ("content", "subject"):
-        out[column] = p.text_column(out[column])
-    return out
+def register_functions(connection, p: Pseudonymizer) -> None:
+    """Gives a DuckDB connection the hashes as SQL functions (NULL stays NULL).
+
+    They run in Python, row by row, as DuckDB streams the rows through: slower than the
+    SQL around them, but within the rebuild's memory limit like the rest of it.
+    """
+    connection.create_function(VALUE_FUNCTION, p.value, ["VARCHAR"], "VARCHAR")
+    connection.create_function(TEXT_FUNCTION, p.text, ["VARCHAR"], "VARCHAR")
+
+
+def hashed_value_sql(expression: str) -> str:
+    return f"{VALUE_FUNCTION}({expression})"
+
+
+def hashed_list_sql(expression: str) -> str:
+    return f"list_transform({expression}, lambda v: {VALUE_FUNCTION}(v))"
+
+
+def hashed_text_sql(expression: str) -> str:
+    """Free text with the email addresses and phone numbers in it hashed."""
+    return f"{TEXT_FUNCTION}({expression})"

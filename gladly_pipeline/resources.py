@@ -11,6 +11,7 @@ from .budget import BillingPeriod, BudgetLedger, billing_period
 from .client import GladlyClient, RetryPolicy, resolve_base_url
 from .privacy import Pseudonymizer
 from .storage import TableStore
+from .tables import RebuildLimits
 
 DEFAULT_DATA_ROOT = "data"
 
@@ -151,6 +152,33 @@ class DataRoot(ConfigurableResource):
         default=None,
         description="Secret salt of those hashes; pass it as an EnvVar (GLADLY_PII_SALT).",
     )
+
+    rebuild_memory_limit: str = Field(
+        default="1GB",
+        pattern=r"^\d+(\.\d+)?\s*([KMGT]i?B)$",
+        description=(
+            "Memory the analytics rebuild's DuckDB may use for its data (e.g. 512MB, 2GB); "
+            "past it, it spills to `rebuild_temp_directory`. The process uses some "
+            "hundred MB more (Python, Dagster, one record batch in flight)."
+        ),
+    )
+    rebuild_threads: Optional[int] = Field(
+        default=None, ge=1, description="Threads of the rebuild; unset means one per core."
+    )
+    rebuild_temp_directory: Optional[str] = Field(
+        default=None,
+        description=(
+            "Local folder the rebuild spills to when over its memory limit; unset means a "
+            "fresh folder under the system's temp, removed after the rebuild."
+        ),
+    )
+
+    def rebuild_limits(self) -> RebuildLimits:
+        return RebuildLimits(
+            memory_limit=self.rebuild_memory_limit,
+            threads=self.rebuild_threads,
+            temp_directory=self.rebuild_temp_directory,
+        )
 
     def pseudonymizer(self) -> Optional[Pseudonymizer]:
         if not self.hash_personal_data:

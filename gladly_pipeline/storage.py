@@ -20,10 +20,11 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pyarrow as pa
-import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
 PART_FILE = "part-0.parquet"
+# The hive partition key of the daily raw tables: date=YYYY-MM-DD.
+PARTITION_COLUMN = "date"
 COMPRESSION = "zstd"
 
 
@@ -82,17 +83,14 @@ class TableStore:
     def read(self, path: Path, schema: pa.Schema) -> pa.Table:
         return pq.read_table(path, schema=schema)
 
-    def read_raw(self, table: str, schema: pa.Schema, skip: tuple = ()) -> pa.Table:
-        """Every partition of a raw table as one table, less the `skip` columns.
+    def raw_files(self, table: str) -> list:
+        """The Parquet files of every partition of a raw table, oldest day first.
 
-        Skipping what a reader does not use (e.g. `raw_json`) keeps it out of memory.
+        For readers that scan files themselves (DuckDB's read_parquet in the analytics
+        rebuild): local paths as strings; hidden temporary files are not among them.
         """
-        keep = [field for field in schema if field.name not in skip]
         folder = self.raw_table_dir(table)
-        if not folder.exists():
-            return pa.schema(keep).empty_table()
-        dataset = ds.dataset(folder, format="parquet", schema=schema, partitioning="hive")
-        return dataset.to_table(columns=[field.name for field in keep])
+        return sorted(str(path) for path in folder.glob(f"{PARTITION_COLUMN}=*/{PART_FILE}"))
 
 
 # A run killed outright (SIGKILL, OOM, a lost pod) leaves its hidden temporary files

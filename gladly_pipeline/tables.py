@@ -1,10 +1,40 @@
-"""Builds the analysis-ready tables from the raw ones (pure functions, no I/O)."""
+"""Builds the analysis-ready tables from the raw ones: DuckDB SQL, streamed to Parquet.
 
-import numpy as np
-import pandas as pd
+The whole rebuild is SQL run by an in-process DuckDB with a memory limit and a folder to
+spill to, so its memory stays bounded however much history the raw tables hold. The raw
+tables come in as pyarrow datasets from the storage layer (scanned lazily, only the columns
+a query uses); each result streams out in record batches into the store's atomic writer.
+
+The SQL reads these relations, which `rebuild` registers and a benchmark may define
+otherwise (e.g. as views over read_parquet):
+
+    raw_messages, raw_conversations, raw_contacts   every raw partition, plus `date`
+    ref_agents, ref_inboxes, ref_topics              id and name of the reference lists
+"""
+
+import shutil
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Optional
+
+import duckdb
 import pyarrow as pa
 
-from .schemas import CHANNEL_COUNT_COLUMNS
+from .privacy import Pseudonymizer, hashed_list_sql, hashed_text_sql, hashed_value_sql
+from .privacy import register_functions as register_hashing
+from .schemas import (
+    ANALYTICS_CONTACTS,
+    ANALYTICS_CONVERSATIONS,
+    ANALYTICS_MESSAGES,
+    CHANNEL_COUNT_COLUMNS,
+    RAW_CONTACTS,
+    RAW_CONVERSATIONS,
+    RAW_MESSAGES,
+    RAW_REFERENCE,
+)
+from .storage import TableStore
 
 CHANNELS = {
     "CHAT_MESSAGE": "CHAT",
@@ -29,244 +59,420 @@ OUTBOUND_SENDERS = {"AGENT", "API", "AUTOMATION", "SYSTEM", "INTERNAL"}
 GLADLY_AI_ID = "SIDEKICK_V2"
 # A conversation's first extracted item within this much of its creation means the
 # extraction saw its beginning, so who started it and the first response are known.
-HISTORY_TOLERANCE = pd.Timedelta(minutes=5)
+HISTORY_TOLERANCE_SECONDS = 5 * 60
 
 # Merges can chain (A into B, later B into C); more hops than this means a cycle.
 MAX_MERGE_HOPS = 20
 
+# The raw columns the tables are built from; Gladly's JSON stays on disk.
+UNUSED = ("raw_json",)
+RAW_SOURCES = {
+    "raw_messages": ("messages", RAW_MESSAGES),
+    "raw_conversations": ("conversations", RAW_CONVERSATIONS),
+    "raw_contacts": ("contacts", RAW_CONTACTS),
+}
+REFERENCE_SOURCES = {"ref_agents": "agents", "ref_inboxes": "inboxes", "ref_topics": "topics"}
 
-def latest(frame: pd.DataFrame, key: str, order: str = "fetched_at") -> pd.DataFrame:
-    """One row per key: the most recently fetched."""
-    if frame.empty:
-        return frame
-    ordered = frame.sort_values([key, order], kind="stable")
-    return ordered.drop_duplicates(key, keep="last").reset_index(drop=True)
+# Rows per record batch handed from DuckDB to the Parquet writer, and so per row group:
+# small enough that a batch of conversations with long transcripts stays a few tens of MB.
+BATCH_ROWS = 16_384
 
-
-def merge_map(raw_contacts: pd.DataFrame) -> dict:
-    """Maps every merged-away profile id to the profile that survives today."""
-    merged = latest(raw_contacts, "id")
-    direct = dict(
-        merged.loc[merged["merged_into"].notna(), ["id", "merged_into"]].itertuples(index=False)
-    )
-    resolved = {}
-    for start in direct:
-        current, hops = start, 0
-        while current in direct and hops < MAX_MERGE_HOPS:
-            current, hops = direct[current], hops + 1
-        resolved[start] = current
-    return resolved
-
-
-def build_messages(raw_messages: pa.Table, merges: dict, names: dict) -> pd.DataFrame:
-    """One row per conversation item with channel, direction, sender and contact keys."""
-    df = raw_messages.to_pandas()
-    df = df.drop_duplicates("id", keep="last")
-    content_type = df["content_type"]
-    sender_type = df["initiator_type"]
-    direction = np.select(
-        [content_type.isin(INTERNAL_TYPES), sender_type.isin(INBOUND_SENDERS),
-         sender_type.isin(OUTBOUND_SENDERS)],
-        ["internal", "inbound", "outbound"],
-        default=None,
-    )
-    contact_id = df["customer_id"].map(lambda cid: merges.get(cid, cid))
-    out = pd.DataFrame(
-        {
-            "message_id": df["id"],
-            "conversation_id": df["conversation_id"],
-            "contact_id": contact_id,
-            "original_customer_id": df["customer_id"],
-            "created_at": df["timestamp"],
-            "updated_at": df["completed_at"].fillna(df["timestamp"]),
-            "day": df["timestamp"].dt.date,
-            "type": content_type,
-            "channel": content_type.map(CHANNELS),
-            "direction": direction,
-            "sender_type": sender_type,
-            "sender_id": df["initiator_id"],
-            "sender_name": _sender_names(df, contact_id, names),
-            "content": df["text"],
-            "subject": df["subject"],
-            "from_address": df["from_address"],
-            "to_addresses": df["to_addresses"],
-            "cc_addresses": df["cc_addresses"],
-            "message_type": df["message_type"],
-            "status": df["status"],
-            "duration_seconds": df["recording_duration_seconds"],
-            "attachment_count": df["attachment_count"],
-        }
-    )
-    return out.sort_values(["created_at", "message_id"], kind="stable").reset_index(drop=True)
+# In the order written: conversations first, so that the time to it can be compared with
+# DuckDB building that table alone (see benchmarks/bench.py).
+TABLES = ("conversations", "messages", "contacts")
+SCHEMAS = {
+    "messages": ANALYTICS_MESSAGES,
+    "conversations": ANALYTICS_CONVERSATIONS,
+    "contacts": ANALYTICS_CONTACTS,
+}
 
 
-def _sender_names(df: pd.DataFrame, contact_id: pd.Series, names: dict) -> pd.Series:
-    agent_names = df["initiator_id"].map(names["agents"])
-    contact_names = contact_id.map(names["contacts"])
-    is_agent = df["initiator_type"] == "AGENT"
-    is_customer = df["initiator_type"] == "CUSTOMER"
-    named = agent_names.where(is_agent, contact_names.where(is_customer))
-    named = named.mask(df["initiator_id"] == GLADLY_AI_ID, "Gladly AI")
-    return named.astype(object).where(named.notna(), None)
+@dataclass(frozen=True)
+class RebuildLimits:
+    """How much of the machine the rebuild may use (see DataRoot for the settings)."""
+
+    memory_limit: str = "1GB"
+    threads: Optional[int] = None  # None: DuckDB's default, one per core
+    temp_directory: Optional[str] = None  # None: a fresh folder under the system's temp
 
 
-def build_conversations(
-    raw_conversations: pa.Table, messages: pd.DataFrame, merges: dict, names: dict,
-    contacts: pd.DataFrame,
-) -> pd.DataFrame:
-    """One row per conversation: latest state, names, counts, timings and transcript."""
-    conv = latest(raw_conversations.to_pandas(), "id")
-    conv["contact_id"] = conv["customer_id"].map(lambda cid: merges.get(cid, cid))
-    in_conv = messages[messages["conversation_id"].notna()]
-    stats = _conversation_stats(in_conv)
-    out = conv.merge(stats, how="left", left_on="id", right_index=True)
-    emails = dict(zip(contacts["contact_id"], contacts["primary_email"], strict=True))
-    # Items before the first extracted day are unknown: say so rather than guess.
-    complete = (out["first_item_at"] <= out["created_at"] + HISTORY_TOLERANCE).fillna(False)
-    topic_names = names["topics"]
-    result = pd.DataFrame(
-        {
-            "conversation_id": out["id"],
-            "contact_id": out["contact_id"],
-            "contact_name": out["contact_id"].map(names["contacts"]),
-            "contact_email": out["contact_id"].map(emails),
-            "status": out["status"],
-            "created_at": out["created_at"],
-            # Last activity: the newest item, or the close if Gladly reports a later one.
-            "updated_at": _latest(out["last_activity_at"], out["closed_at"], out["created_at"]),
-            "closed_at": out["closed_at"],
-            "inbox_id": out["inbox_id"],
-            "inbox_name": out["inbox_id"].map(names["inboxes"]),
-            "agent_id": out["agent_id"],
-            "agent_name": out["agent_id"].map(names["agents"]),
-            "topic_ids": out["topic_ids"],
-            "topic_names": out["topic_ids"].map(
-                lambda ids: [topic_names.get(t) for t in ids] if ids is not None else None
-            ),
-            "initiator_type": out["initiator_type"].where(complete),
-            "initiator_id": out["initiator_id"].where(complete),
-            "first_channel": out["first_channel"].where(complete),
-            "history_complete": complete,
-            "message_count": out["message_count"].fillna(0),
-            "inbound_messages": out["inbound_messages"].fillna(0),
-            "outbound_messages": out["outbound_messages"].fillna(0),
-            "internal_items": out["internal_items"].fillna(0),
-            **{col: out[col].fillna(0) for col in CHANNEL_COUNT_COLUMNS.values()},
-            "first_response_seconds": out["first_response_seconds"].where(complete),
-            "resolution_seconds": (out["closed_at"] - out["created_at"]).dt.total_seconds(),
-            "transcript": out["transcript"],
-            "custom_attributes_json": out["custom_attributes_json"],
-        }
-    )
-    return result.sort_values("conversation_id").reset_index(drop=True)
+@dataclass(frozen=True)
+class Written:
+    """One table written by the rebuild."""
+
+    name: str
+    rows: int
+    seconds: float  # since the previous table was written (the first: since the start)
+    metadata: dict = field(default_factory=dict)
 
 
-def _conversation_stats(messages: pd.DataFrame) -> pd.DataFrame:
-    """Per-conversation counts, first sender, first response and transcript."""
-    ordered = messages.sort_values(["conversation_id", "created_at", "message_id"], kind="stable")
-    groups = ordered.groupby("conversation_id", sort=False)
-    direction = ordered["direction"]
-    by_conversation = ordered["conversation_id"]
-    stats = pd.DataFrame(
-        {
-            "message_count": (direction != "internal").groupby(by_conversation).sum(),
-            "inbound_messages": (direction == "inbound").groupby(by_conversation).sum(),
-            "outbound_messages": (direction == "outbound").groupby(by_conversation).sum(),
-            "internal_items": (direction == "internal").groupby(by_conversation).sum(),
-            "first_item_at": groups["created_at"].min(),
-            "last_activity_at": groups["updated_at"].max(),
-        }
-    )
-    for channel, column in CHANNEL_COUNT_COLUMNS.items():
-        hits = ordered["channel"] == channel
-        stats[column] = hits.groupby(ordered["conversation_id"]).sum()
-    talk = ordered[ordered["direction"].isin(["inbound", "outbound"])]
-    first = talk.groupby("conversation_id", sort=False).first()
-    stats["initiator_type"] = first["sender_type"]
-    stats["initiator_id"] = first["sender_id"]
-    stats["first_channel"] = first["channel"]
-    stats["first_response_seconds"] = _first_response(talk)
-    stats["transcript"] = _transcripts(ordered)
-    return stats
+def rebuild(
+    store: TableStore, limits: RebuildLimits, hasher: Optional[Pseudonymizer] = None,
+) -> Iterator[Written]:
+    """Rebuilds the three analytics tables from every raw partition, yielding each when written.
 
-
-def _first_response(talk: pd.DataFrame) -> pd.Series:
-    """Seconds from the customer's first message to the first agent reply after it.
-
-    Replies by automation or Gladly AI are outbound, but they are not a response by the
-    team, so they do not end the wait.
+    Each table replaces the old file atomically; a failure leaves the previous version of
+    any table not yet written. Nothing is held in Python but one record batch at a time.
     """
-    inbound = talk[talk["direction"] == "inbound"].groupby("conversation_id")["created_at"].min()
-    by_agent = (talk["direction"] == "outbound") & (talk["sender_type"] == "AGENT")
-    outbound = talk[by_agent][["conversation_id", "created_at"]]
-    asked = inbound.rename("asked_at").reset_index()
-    joined = outbound.merge(asked, on="conversation_id", how="inner")
-    replies = joined[joined["created_at"] >= joined["asked_at"]]
-    answered = replies.groupby("conversation_id")["created_at"].min()
-    return (answered - inbound.reindex(answered.index)).dt.total_seconds()
+    spill = limits.temp_directory or tempfile.mkdtemp(prefix="gladly-rebuild-")
+    connection = duckdb.connect(config=_settings(limits, spill))
+    try:
+        clock = time.perf_counter()
+        # The transcript's timestamps and `day` are UTC whatever the machine's zone (set
+        # after connecting: the time zone extension loads only then).
+        connection.execute("SET TimeZone = 'UTC'")
+        _register_sources(connection, store)
+        if hasher:
+            register_hashing(connection, hasher)
+        for statement in setup_statements(hashed=hasher is not None):
+            connection.execute(statement)
+        for name in TABLES:
+            rows = _write(connection, store, store.analytics(name), TABLE_QUERIES[name],
+                          SCHEMAS[name])
+            metadata = {}
+            if name == "contacts":
+                merged = connection.execute("SELECT count(*) FROM merges").fetchone()[0]
+                metadata["merged_contacts"] = merged
+            now = time.perf_counter()
+            yield Written(name, rows, now - clock, metadata)
+            clock = time.perf_counter()
+    finally:
+        connection.close()
+        if not limits.temp_directory:
+            shutil.rmtree(spill, ignore_errors=True)
 
 
-def _transcripts(ordered: pd.DataFrame) -> pd.Series:
-    """The conversation in time order, one line per message, the sender labelled."""
-    said = ordered[ordered["direction"].isin(["inbound", "outbound"])
-                   | (ordered["type"] == "CONVERSATION_NOTE")]
-    stamp = said["created_at"].dt.strftime("%Y-%m-%dT%H:%M:%SZ")
-    who = said["sender_name"].fillna(said["sender_type"].fillna("UNKNOWN"))
-    role = np.where(said["type"] == "CONVERSATION_NOTE", "note",
-                    said["direction"].str.lower())
-    via = said["channel"].fillna("INTERNAL").str.lower()
-    text = said["content"].fillna(said["subject"]).fillna(
-        "(" + said["type"].str.lower().str.replace("_", " ") + ")"
+def _settings(limits: RebuildLimits, spill: str) -> dict:
+    settings = {
+        "memory_limit": limits.memory_limit,
+        "temp_directory": spill,
+        # Every output is sorted explicitly; keeping scan order as well costs memory.
+        "preserve_insertion_order": False,
+    }
+    if limits.threads:
+        settings["threads"] = limits.threads
+    return settings
+
+
+def _register_sources(connection: duckdb.DuckDBPyConnection, store: TableStore) -> None:
+    for relation, (table, schema) in RAW_SOURCES.items():
+        connection.execute(source_view_sql(relation, schema, store.raw_files(table)))
+    for relation, table in REFERENCE_SOURCES.items():
+        # Small lists (hundreds of rows) replaced whole: read at once.
+        path = store.reference(table)
+        names = (store.read(path, RAW_REFERENCE).select(["id", "name"]) if path.exists()
+                 else pa.schema([RAW_REFERENCE.field("id"), RAW_REFERENCE.field("name")])
+                 .empty_table())
+        connection.register(relation, names)
+
+
+def source_view_sql(relation: str, schema: pa.Schema, files: list) -> str:
+    """A view of a raw table's partition files with its declared columns and `date`.
+
+    DuckDB reads the files itself (read_parquet: parallel, only the columns and row groups
+    a query needs). No files yet gives an empty view of the same columns and types.
+    """
+    columns = [field for field in schema if field.name not in UNUSED]
+    if not files:
+        empty = ", ".join(f"NULL::{_duckdb_type(field.type)} AS {field.name}"
+                          for field in columns)
+        return f"CREATE TEMP VIEW {relation} AS SELECT {empty}, NULL::VARCHAR AS date LIMIT 0"
+    names = ", ".join(field.name for field in columns)
+    paths = "[" + ", ".join(sql_text(path) for path in files) + "]"
+    # Older partitions may lack a column added to the schema later: union_by_name fills it.
+    return (f"CREATE TEMP VIEW {relation} AS SELECT {names}, CAST(date AS VARCHAR) AS date "
+            f"FROM read_parquet({paths}, hive_partitioning = true, union_by_name = true)")
+
+
+DUCKDB_TYPES = {
+    pa.string(): "VARCHAR", pa.int64(): "BIGINT", pa.int32(): "INTEGER",
+    pa.bool_(): "BOOLEAN", pa.timestamp("us", tz="UTC"): "TIMESTAMPTZ",
+    pa.list_(pa.string()): "VARCHAR[]",
+}
+
+
+def _duckdb_type(arrow_type: pa.DataType) -> str:
+    return DUCKDB_TYPES[arrow_type]
+
+
+def _write(connection, store: TableStore, path, query: str, schema: pa.Schema) -> int:
+    """Streams the query's result into the table's atomic writer, cast to its schema."""
+    reader = connection.sql(query).to_arrow_reader(BATCH_ROWS)
+    rows = 0
+    with store.writer(path, schema) as writer:
+        for batch in reader:
+            writer.write_batch(batch.cast(schema))
+            rows += batch.num_rows
+    return rows
+
+
+def sql_text(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
+def sql_list(values) -> str:
+    return ", ".join(sql_text(value) for value in sorted(values))
+
+
+def setup_statements(hashed: bool = False) -> list:
+    """Temporary views and tables the three table queries read, in order.
+
+    With `hashed`, names, addresses, phone numbers and free text pass through the
+    pseudonymiser's SQL functions (privacy.register_functions) before anything is derived
+    from them, so they never reach messages, conversations or transcripts in the clear.
+    """
+    value = hashed_value_sql if hashed else _same
+    text = hashed_text_sql if hashed else _same
+    values = hashed_list_sql if hashed else _same
+    channel = " ".join(f"WHEN {sql_text(k)} THEN {sql_text(v)}" for k, v in CHANNELS.items())
+    return [
+        # The latest fetch of each profile; on equal fetch times the later partition wins.
+        """
+        CREATE TEMP TABLE profiles AS
+        SELECT * EXCLUDE (date) FROM raw_contacts
+        QUALIFY row_number() OVER (PARTITION BY id ORDER BY fetched_at DESC, date DESC) = 1
+        """,
+        # Every merged-away profile id and the profile that survives today.
+        f"""
+        CREATE TEMP TABLE merges AS
+        WITH RECURSIVE hops (start_id, current_id, depth) AS (
+            SELECT id, merged_into, 1 FROM profiles WHERE merged_into IS NOT NULL
+            UNION ALL
+            SELECT hops.start_id, profiles.merged_into, hops.depth + 1
+            FROM hops JOIN profiles ON profiles.id = hops.current_id
+            WHERE profiles.merged_into IS NOT NULL AND hops.depth < {MAX_MERGE_HOPS}
+        )
+        SELECT start_id AS id, arg_max(current_id, depth) AS survivor
+        FROM hops GROUP BY start_id
+        """,
+        # analytics/contacts less the conversation span; the source of contact names.
+        f"""
+        CREATE TEMP TABLE people AS
+        SELECT
+            profiles.id AS contact_id,
+            {value('profiles.name')} AS name,
+            {value('profiles.primary_email')} AS primary_email,
+            {values('profiles.emails')} AS emails,
+            {value('profiles.primary_phone')} AS primary_phone,
+            {values('profiles.phones')} AS phones,
+            {value('profiles.address')} AS address,
+            profiles.external_customer_id,
+            profiles.custom_attributes_json,
+            profiles.created_at,
+            profiles.updated_at,
+            merges.survivor IS NULL AND NOT coalesce(profiles.deleted, false) AS active,
+            coalesce(profiles.deleted, false) AS deleted,
+            merges.survivor AS merged_into,
+            absorbed.merged_ids
+        FROM profiles
+        LEFT JOIN merges ON merges.id = profiles.id
+        LEFT JOIN (
+            SELECT survivor, list(id ORDER BY id) AS merged_ids FROM merges GROUP BY survivor
+        ) AS absorbed ON absorbed.survivor = profiles.id
+        """,
+        # Reference lists are unique by id; grouping keeps a duplicate from multiplying rows.
+        "CREATE TEMP VIEW agents AS SELECT id, any_value(name) AS name FROM ref_agents "
+        "GROUP BY id",
+        "CREATE TEMP VIEW inboxes AS SELECT id, any_value(name) AS name FROM ref_inboxes "
+        "GROUP BY id",
+        """
+        CREATE TEMP TABLE topics AS
+        SELECT map_from_entries(list(struct_pack(k := id, v := name))) AS names
+        FROM (SELECT id, any_value(name) AS name FROM ref_topics GROUP BY id)
+        """,
+        # An item is kept once: the copy in the latest partition.
+        """
+        CREATE TEMP VIEW items AS
+        SELECT * EXCLUDE (date) FROM raw_messages
+        QUALIFY row_number() OVER (PARTITION BY id ORDER BY date DESC) = 1
+        """,
+        # analytics/messages, unsorted.
+        f"""
+        CREATE TEMP VIEW messages AS
+        SELECT
+            items.id AS message_id,
+            items.conversation_id,
+            coalesce(merges.survivor, items.customer_id) AS contact_id,
+            items.customer_id AS original_customer_id,
+            items.timestamp AS created_at,
+            coalesce(items.completed_at, items.timestamp) AS updated_at,
+            CAST(items.timestamp AS DATE) AS day,
+            items.content_type AS type,
+            CASE items.content_type {channel} END AS channel,
+            CASE
+                WHEN items.content_type IN ({sql_list(INTERNAL_TYPES)}) THEN 'internal'
+                WHEN items.initiator_type IN ({sql_list(INBOUND_SENDERS)}) THEN 'inbound'
+                WHEN items.initiator_type IN ({sql_list(OUTBOUND_SENDERS)}) THEN 'outbound'
+            END AS direction,
+            items.initiator_type AS sender_type,
+            items.initiator_id AS sender_id,
+            CASE
+                WHEN items.initiator_id = {sql_text(GLADLY_AI_ID)} THEN 'Gladly AI'
+                WHEN items.initiator_type = 'AGENT' THEN agents.name
+                WHEN items.initiator_type = 'CUSTOMER' THEN people.name
+            END AS sender_name,
+            {text('items.text')} AS content,
+            {text('items.subject')} AS subject,
+            {value('items.from_address')} AS from_address,
+            {values('items.to_addresses')} AS to_addresses,
+            {values('items.cc_addresses')} AS cc_addresses,
+            items.message_type,
+            items.status,
+            items.recording_duration_seconds AS duration_seconds,
+            items.attachment_count
+        FROM items
+        LEFT JOIN merges ON merges.id = items.customer_id
+        LEFT JOIN people ON people.contact_id = coalesce(merges.survivor, items.customer_id)
+        LEFT JOIN agents ON agents.id = items.initiator_id
+        """,
+        # The latest fetch of each conversation, its contact resolved through merges.
+        """
+        CREATE TEMP VIEW conversation_rows AS
+        SELECT latest.*, coalesce(merges.survivor, latest.customer_id) AS contact_id
+        FROM (
+            SELECT * EXCLUDE (date) FROM raw_conversations
+            QUALIFY row_number() OVER (PARTITION BY id ORDER BY fetched_at DESC, date DESC) = 1
+        ) AS latest
+        LEFT JOIN merges ON merges.id = latest.customer_id
+        """,
+    ]
+
+
+def _same(expression: str) -> str:
+    return expression
+
+
+def _conversations_query() -> str:
+    channel_counts = ",\n".join(
+        f"count(*) FILTER (WHERE channel = {sql_text(name)}) AS {column}"
+        for name, column in CHANNEL_COUNT_COLUMNS.items()
     )
-    lines = "[" + stamp + "] " + who + " (" + role + ", " + via + "): " + text
-    return lines.groupby(said["conversation_id"], sort=False).agg("\n".join)
+    channel_columns = ", ".join(
+        f"coalesce({column}, 0) AS {column}" for column in CHANNEL_COUNT_COLUMNS.values()
+    )
+    return f"""
+WITH
+labelled AS (
+    SELECT *,
+        direction IN ('inbound', 'outbound') AS talk,
+        direction IN ('inbound', 'outbound') OR type = 'CONVERSATION_NOTE' AS said,
+        -- The transcript's line: [time] sender (role, channel): text
+        '[' || strftime(created_at, '%Y-%m-%dT%H:%M:%SZ') || '] '
+            || coalesce(sender_name, sender_type, 'UNKNOWN')
+            || ' (' || CASE WHEN type = 'CONVERSATION_NOTE' THEN 'note'
+                            ELSE lower(direction) END
+            || ', ' || lower(coalesce(channel, 'INTERNAL')) || '): '
+            || coalesce(content, subject, '(' || replace(lower(type), '_', ' ') || ')')
+            AS line
+    FROM messages
+    WHERE conversation_id IS NOT NULL
+),
+stats AS (
+    SELECT
+        conversation_id,
+        -- Items without a known direction still count as messages.
+        count(*) FILTER (WHERE direction IS DISTINCT FROM 'internal') AS message_count,
+        count(*) FILTER (WHERE direction = 'inbound') AS inbound_messages,
+        count(*) FILTER (WHERE direction = 'outbound') AS outbound_messages,
+        count(*) FILTER (WHERE direction = 'internal') AS internal_items,
+        {channel_counts},
+        min(created_at) AS first_item_at,
+        max(updated_at) AS last_activity_at,
+        -- Who started it: the first non-empty value of each among the messages.
+        first(sender_type ORDER BY created_at, message_id)
+            FILTER (WHERE talk AND sender_type IS NOT NULL) AS first_sender_type,
+        first(sender_id ORDER BY created_at, message_id)
+            FILTER (WHERE talk AND sender_id IS NOT NULL) AS first_sender_id,
+        first(channel ORDER BY created_at, message_id)
+            FILTER (WHERE talk AND channel IS NOT NULL) AS first_channel,
+        min(created_at) FILTER (WHERE direction = 'inbound') AS asked_at,
+        string_agg(line, chr(10) ORDER BY created_at, message_id) FILTER (WHERE said)
+            AS transcript
+    FROM labelled
+    GROUP BY conversation_id
+),
+-- From the customer's first message to the first agent reply after it: replies by
+-- automation or Gladly AI are outbound, but they are not a response by the team.
+responses AS (
+    SELECT labelled.conversation_id,
+           epoch(min(labelled.created_at) - stats.asked_at) AS first_response_seconds
+    FROM labelled JOIN stats USING (conversation_id)
+    WHERE labelled.direction = 'outbound' AND labelled.sender_type = 'AGENT'
+      AND labelled.created_at >= stats.asked_at
+    GROUP BY labelled.conversation_id, stats.asked_at
+),
+joined AS (
+    SELECT
+        conversation_rows.*,
+        stats.* EXCLUDE (conversation_id),
+        responses.first_response_seconds,
+        -- Items before the first extracted day are unknown: say so rather than guess.
+        coalesce(stats.first_item_at <= conversation_rows.created_at
+                 + INTERVAL {HISTORY_TOLERANCE_SECONDS} SECOND, false) AS history_complete
+    FROM conversation_rows
+    LEFT JOIN stats ON stats.conversation_id = conversation_rows.id
+    LEFT JOIN responses ON responses.conversation_id = conversation_rows.id
+)
+SELECT
+    joined.id AS conversation_id,
+    joined.contact_id,
+    people.name AS contact_name,
+    people.primary_email AS contact_email,
+    joined.status,
+    joined.created_at,
+    -- Last activity: the newest item, or the close if Gladly reports a later one.
+    greatest(joined.last_activity_at, joined.closed_at, joined.created_at) AS updated_at,
+    joined.closed_at,
+    joined.inbox_id,
+    inboxes.name AS inbox_name,
+    joined.agent_id,
+    agents.name AS agent_name,
+    joined.topic_ids,
+    list_transform(joined.topic_ids, lambda t: topics.names[t]) AS topic_names,
+    CASE WHEN history_complete THEN first_sender_type END AS initiator_type,
+    CASE WHEN history_complete THEN first_sender_id END AS initiator_id,
+    CASE WHEN history_complete THEN first_channel END AS first_channel,
+    history_complete,
+    coalesce(message_count, 0) AS message_count,
+    coalesce(inbound_messages, 0) AS inbound_messages,
+    coalesce(outbound_messages, 0) AS outbound_messages,
+    coalesce(internal_items, 0) AS internal_items,
+    {channel_columns},
+    CASE WHEN history_complete THEN first_response_seconds END AS first_response_seconds,
+    epoch(joined.closed_at - joined.created_at) AS resolution_seconds,
+    transcript,
+    joined.custom_attributes_json
+FROM joined
+CROSS JOIN topics
+LEFT JOIN people ON people.contact_id = joined.contact_id
+LEFT JOIN inboxes ON inboxes.id = joined.inbox_id
+LEFT JOIN agents ON agents.id = joined.agent_id
+ORDER BY conversation_id
+"""
 
 
-def _latest(*columns: pd.Series) -> pd.Series:
-    return pd.concat(columns, axis=1).max(axis=1)
+MESSAGES_QUERY = "SELECT * FROM messages ORDER BY created_at, message_id"
 
+CONTACTS_QUERY = """
+SELECT
+    people.*,
+    coalesce(span.conversation_count, 0) AS conversation_count,
+    span.first_conversation_at,
+    span.last_conversation_at
+FROM people
+LEFT JOIN (
+    SELECT contact_id, count(*) AS conversation_count,
+           min(created_at) AS first_conversation_at, max(created_at) AS last_conversation_at
+    FROM conversation_rows
+    GROUP BY contact_id
+) AS span USING (contact_id)
+ORDER BY contact_id
+"""
 
-def build_contacts(raw_contacts: pa.Table, merges: dict) -> pd.DataFrame:
-    """The latest profile per contact id, merged ones marked and pointing at the survivor."""
-    profiles = latest(raw_contacts.to_pandas(), "id")
-    merged_into = profiles["id"].map(merges)
-    absorbed = pd.Series(list(merges.keys()), dtype=object).groupby(
-        pd.Series(list(merges.values()), dtype=object)
-    ).agg(sorted)
-    return pd.DataFrame(
-        {
-            "contact_id": profiles["id"],
-            "name": profiles["name"],
-            "primary_email": profiles["primary_email"],
-            "emails": profiles["emails"],
-            "primary_phone": profiles["primary_phone"],
-            "phones": profiles["phones"],
-            "address": profiles["address"],
-            "external_customer_id": profiles["external_customer_id"],
-            "custom_attributes_json": profiles["custom_attributes_json"],
-            "created_at": profiles["created_at"],
-            "updated_at": profiles["updated_at"],
-            "active": merged_into.isna() & ~profiles["deleted"].fillna(False).astype(bool),
-            "deleted": profiles["deleted"].fillna(False).astype(bool),
-            "merged_into": merged_into,
-            "merged_ids": profiles["id"].map(absorbed),
-        }
-    ).sort_values("contact_id").reset_index(drop=True)
+CONVERSATIONS_QUERY = _conversations_query()
 
-
-def add_conversation_span(contacts: pd.DataFrame, conversations: pd.DataFrame) -> pd.DataFrame:
-    """Counts each contact's conversations and their first and last creation times."""
-    by_contact = conversations.groupby("contact_id")["created_at"]
-    out = contacts.copy()
-    out["conversation_count"] = out["contact_id"].map(by_contact.size()).fillna(0)
-    out["first_conversation_at"] = out["contact_id"].map(by_contact.min())
-    out["last_conversation_at"] = out["contact_id"].map(by_contact.max())
-    return out
-
-
-def to_arrow(frame: pd.DataFrame, schema: pa.Schema) -> pa.Table:
-    """Converts with the declared schema, so types never depend on the data."""
-    frame = frame[[field.name for field in schema]]
-    frame = frame.astype(object).where(frame.notna(), None)
-    return pa.Table.from_pandas(frame, schema=schema, preserve_index=False)
-
+TABLE_QUERIES = {
+    "messages": MESSAGES_QUERY,
+    "conversations": CONVERSATIONS_QUERY,
+    "contacts": CONTACTS_QUERY,
+}

@@ -1,9 +1,13 @@
 """The analysis-ready joins on hand-made raw rows: timings, history, merges, names."""
 
 import json
+import tempfile
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
 
 from gladly_pipeline.records import (
     contact_row,
@@ -12,13 +16,15 @@ from gladly_pipeline.records import (
     merged_contact_row,
     message_row,
 )
-from gladly_pipeline.schemas import RAW_CONTACTS, RAW_CONVERSATIONS, RAW_MESSAGES
-from gladly_pipeline.tables import (
-    build_contacts,
-    build_conversations,
-    build_messages,
-    merge_map,
+from gladly_pipeline.privacy import Pseudonymizer
+from gladly_pipeline.schemas import (
+    RAW_CONTACTS,
+    RAW_CONVERSATIONS,
+    RAW_MESSAGES,
+    RAW_REFERENCE,
 )
+from gladly_pipeline.storage import TableStore
+from gladly_pipeline.tables import RebuildLimits, rebuild
 
 UTC = UTC
 FETCHED = datetime(2026, 3, 9, tzinfo=UTC)
@@ -47,19 +53,36 @@ def conversation(conversation_id="c1", created_minute=0, closed_minute=None, cus
     return conversation_row(record, FETCHED)
 
 
+def reference_rows(names: dict) -> list:
+    return [{"id": key, "name": name, "fetched_at": FETCHED, "raw_json": "{}"}
+            for key, name in names.items()]
+
+
+def rebuild_tables(root: Path, items, conversations, profiles, day="2026-03-08",
+                   limits=RebuildLimits(), hasher=None) -> dict:
+    """Writes the raw rows as one day's partitions, rebuilds, and reads the three tables."""
+    store = TableStore(root)
+    for name, rows, schema in [("messages", items, RAW_MESSAGES),
+                               ("conversations", conversations, RAW_CONVERSATIONS),
+                               ("contacts", profiles, RAW_CONTACTS)]:
+        if rows is not None:
+            store.write(store.raw_partition(name, day), pa.Table.from_pylist(rows, schema=schema))
+    for name, names in NAMES.items():
+        store.write(store.reference(name),
+                    pa.Table.from_pylist(reference_rows(names), schema=RAW_REFERENCE))
+    written = {table.name: table.rows for table in rebuild(store, limits, hasher)}
+    tables = {name: pq.read_table(store.analytics(name)).to_pandas() for name in written}
+    assert {name: len(frame) for name, frame in tables.items()} == written
+    return tables
+
+
 def build(items, conversations, profiles=None):
-    raw_contacts = pa.Table.from_pylist(
-        profiles or [contact_row({"id": "p1", "name": "Ada"}, FETCHED)], schema=RAW_CONTACTS
-    )
-    merges = merge_map(raw_contacts.to_pandas())
-    people = build_contacts(raw_contacts, merges)
-    names = dict(NAMES, contacts=dict(zip(people["contact_id"], people["name"], strict=True)))
-    msgs = build_messages(pa.Table.from_pylist(items, schema=RAW_MESSAGES), merges, names)
-    convs = build_conversations(
-        pa.Table.from_pylist(conversations, schema=RAW_CONVERSATIONS), msgs, merges, names,
-        people,
-    )
-    return msgs, convs.set_index("conversation_id")
+    with tempfile.TemporaryDirectory() as root:
+        tables = rebuild_tables(
+            Path(root), items, conversations,
+            profiles or [contact_row({"id": "p1", "name": "Ada"}, FETCHED)],
+        )
+    return tables["messages"], tables["conversations"].set_index("conversation_id")
 
 
 def test_first_response_waits_for_an_agent_not_a_bot():
@@ -125,7 +148,8 @@ def test_deleted_profile_is_kept_as_inactive_not_active():
         contact_row({"id": "p1", "name": "Ada"}, FETCHED),
         deleted_contact_row("p2", FETCHED),
     ]
-    raw = pa.Table.from_pylist(profiles, schema=RAW_CONTACTS)
-    people = build_contacts(raw, merge_map(raw.to_pandas())).set_index("contact_id")
+    with tempfile.TemporaryDirectory() as root:
+        tables = rebuild_tables(Path(root), [], [], profiles)
+    people = tables["contacts"].set_index("contact_id")
     assert people.loc["p1", "active"] and not people.loc["p1", "deleted"]
     assert not people.loc["p2", "active"] and people.loc["p2", "deleted"]

@@ -10,26 +10,8 @@ from dagster import (
     multi_asset,
 )
 
-from ..privacy import hash_contacts, hash_messages
 from ..resources import DataRoot
-from ..schemas import (
-    ANALYTICS_CONTACTS,
-    ANALYTICS_CONVERSATIONS,
-    ANALYTICS_MESSAGES,
-    RAW_CONTACTS,
-    RAW_CONVERSATIONS,
-    RAW_MESSAGES,
-    RAW_REFERENCE,
-)
-from ..storage import TableStore
-from ..tables import (
-    add_conversation_span,
-    build_contacts,
-    build_conversations,
-    build_messages,
-    merge_map,
-    to_arrow,
-)
+from ..tables import rebuild
 
 GROUP = "gladly_analytics"
 # Rebuilt after raw partitions land, once no raw run is still going (a backfill of many
@@ -39,7 +21,6 @@ AFTER_RAW_UPDATES = (
     & ~AutomationCondition.any_deps_in_progress()
     & ~AutomationCondition.in_progress()
 ).with_label("after new raw data")
-UNUSED = ("raw_json",)
 RAW = [AssetKey(["raw", name]) for name in
        ("messages", "conversations", "contacts", "agents", "inboxes", "topics")]
 
@@ -88,53 +69,26 @@ RAW = [AssetKey(["raw", name]) for name in
 )
 def analytics_tables(context: AssetExecutionContext, data_root: DataRoot):
     store = data_root.store()
-    # The tables are built from the typed columns; Gladly's JSON stays on disk.
-    raw_messages = store.read_raw("messages", RAW_MESSAGES, skip=UNUSED)
-    raw_conversations = store.read_raw("conversations", RAW_CONVERSATIONS, skip=UNUSED)
-    raw_contacts = store.read_raw("contacts", RAW_CONTACTS, skip=UNUSED)
-    context.log.info(
-        "Building tables from %d raw items, %d conversation rows, %d profile rows",
-        raw_messages.num_rows, raw_conversations.num_rows, raw_contacts.num_rows,
-    )
+    limits = data_root.rebuild_limits()
     hasher = data_root.pseudonymizer()
-    merges = merge_map(raw_contacts.to_pandas())
-    contacts = build_contacts(raw_contacts, merges)
-    if hasher:
-        # Before anything is derived from them, so names and emails never leak into
-        # messages, conversations or transcripts.
-        contacts = hash_contacts(contacts, hasher)
-    names = _names(store, contacts)
-    messages = build_messages(raw_messages, merges, names)
-    if hasher:
-        messages = hash_messages(messages, hasher)
-    conversations = build_conversations(raw_conversations, messages, merges, names, contacts)
-    contacts = add_conversation_span(contacts, conversations)
-    outputs = [
-        ("messages", messages, ANALYTICS_MESSAGES),
-        ("conversations", conversations, ANALYTICS_CONVERSATIONS),
-        ("contacts", contacts, ANALYTICS_CONTACTS),
-    ]
-    for name, frame, schema in outputs:
-        path = store.analytics(name)
-        store.write(path, to_arrow(frame, schema))
-        context.log.info("Wrote %d rows to analytics/%s", len(frame), name)
+    context.log.info(
+        "Rebuilding the analytics tables from %d raw partitions in DuckDB (memory limit %s, "
+        "threads %s, spilling to %s)",
+        sum(len(store.raw_files(table)) for table in ("messages", "conversations", "contacts")),
+        limits.memory_limit, limits.threads or "default",
+        limits.temp_directory or "a temporary folder",
+    )
+    for table in rebuild(store, limits, hasher):
+        path = store.analytics(table.name)
+        context.log.info("Wrote %d rows to analytics/%s in %.1f s",
+                         table.rows, table.name, table.seconds)
         yield MaterializeResult(
-            asset_key=AssetKey(["analytics", name]),
+            asset_key=AssetKey(["analytics", table.name]),
             metadata={
-                "dagster/row_count": len(frame),
+                "dagster/row_count": table.rows,
                 "path": MetadataValue.path(str(path)),
-                "merged_contacts": len(merges),
+                "seconds": table.seconds,
                 "personal_data_hashed": hasher is not None,
+                **table.metadata,
             },
         )
-
-
-def _names(store: TableStore, contacts) -> dict:
-    """id -> name lookups for agents, inboxes, topics and contacts."""
-    names = {}
-    for table in ("agents", "inboxes", "topics"):
-        path = store.reference(table)
-        frame = store.read(path, RAW_REFERENCE).to_pandas() if path.exists() else None
-        names[table] = {} if frame is None else dict(zip(frame["id"], frame["name"], strict=True))
-    names["contacts"] = dict(zip(contacts["contact_id"], contacts["name"], strict=True))
-    return names
