@@ -154,7 +154,7 @@ class DataRoot(ConfigurableResource):
     )
 
     rebuild_memory_limit: str = Field(
-        default="1GB",
+        default="512MB",
         pattern=r"^\d+(\.\d+)?\s*([KMGT]i?B)$",
         description=(
             "Memory the analytics rebuild's DuckDB may use for its data (e.g. 512MB, 2GB); "

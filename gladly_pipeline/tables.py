@@ -91,7 +91,7 @@ SCHEMAS = {
 class RebuildLimits:
     """How much of the machine the rebuild may use (see DataRoot for the settings)."""
 
-    memory_limit: str = "1GB"
+    memory_limit: str = "512MB"
     threads: Optional[int] = None  # None: DuckDB's default, one per core
     temp_directory: Optional[str] = None  # None: a fresh folder under the system's temp
 
@@ -280,11 +280,18 @@ def setup_statements(hashed: bool = False) -> list:
         SELECT map_from_entries(list(struct_pack(k := id, v := name))) AS names
         FROM (SELECT id, any_value(name) AS name FROM ref_topics GROUP BY id)
         """,
-        # An item is kept once: the copy in the latest partition.
+        # An item is kept once: the copy in the latest partition. Ids in more than one
+        # partition are rare (the checks report them), so only they are looked up, rather
+        # than every item sorted with all its columns.
+        """
+        CREATE TEMP TABLE repeated_items AS
+        SELECT id, max(date) AS date FROM raw_messages GROUP BY id HAVING count(*) > 1
+        """,
         """
         CREATE TEMP VIEW items AS
-        SELECT * EXCLUDE (date) FROM raw_messages
-        QUALIFY row_number() OVER (PARTITION BY id ORDER BY date DESC) = 1
+        SELECT raw_messages.* EXCLUDE (date) FROM raw_messages
+        ANTI JOIN repeated_items
+            ON repeated_items.id = raw_messages.id AND repeated_items.date <> raw_messages.date
         """,
         # analytics/messages, unsorted.
         f"""
@@ -352,7 +359,7 @@ def _conversations_query() -> str:
     )
     return f"""
 WITH
-labelled AS (
+labelled AS NOT MATERIALIZED (
     SELECT *,
         direction IN ('inbound', 'outbound') AS talk,
         direction IN ('inbound', 'outbound') OR type = 'CONVERSATION_NOTE' AS said,
@@ -378,16 +385,21 @@ stats AS (
         {channel_counts},
         min(created_at) AS first_item_at,
         max(updated_at) AS last_activity_at,
-        -- Who started it: the first non-empty value of each among the messages.
-        first(sender_type ORDER BY created_at, message_id)
+        -- Who started it: the first non-empty value of each among the messages (arg_min
+        -- keeps one value per group where an ordered aggregate would hold every row).
+        arg_min(sender_type, (created_at, message_id))
             FILTER (WHERE talk AND sender_type IS NOT NULL) AS first_sender_type,
-        first(sender_id ORDER BY created_at, message_id)
+        arg_min(sender_id, (created_at, message_id))
             FILTER (WHERE talk AND sender_id IS NOT NULL) AS first_sender_id,
-        first(channel ORDER BY created_at, message_id)
+        arg_min(channel, (created_at, message_id))
             FILTER (WHERE talk AND channel IS NOT NULL) AS first_channel,
         min(created_at) FILTER (WHERE direction = 'inbound') AS asked_at,
-        string_agg(line, chr(10) ORDER BY created_at, message_id) FILTER (WHERE said)
-            AS transcript
+        -- The lines in time order. Sorting each conversation's list costs far less time
+        -- and memory than string_agg(... ORDER BY ...), which buffers every row.
+        array_to_string(list_transform(
+            list_sort(list(struct_pack(at := created_at, id := message_id, line := line))
+                      FILTER (WHERE said)),
+            lambda said_line: said_line.line), chr(10)) AS transcript
     FROM labelled
     GROUP BY conversation_id
 ),
