@@ -72,6 +72,7 @@ RAW_SOURCES = {
     "raw_contacts": ("contacts", RAW_CONTACTS),
 }
 REFERENCE_SOURCES = {"ref_agents": "agents", "ref_inboxes": "inboxes", "ref_topics": "topics"}
+REFERENCE_NAMES = pa.schema([RAW_REFERENCE.field("id"), RAW_REFERENCE.field("name")])
 
 # Rows per record batch handed from DuckDB to the Parquet writer, and so per row group:
 # small enough that a batch of conversations with long transcripts stays a few tens of MB.
@@ -158,30 +159,29 @@ def _register_sources(connection: duckdb.DuckDBPyConnection, store: TableStore) 
     for relation, (table, schema) in RAW_SOURCES.items():
         connection.execute(source_view_sql(relation, schema, store.raw_files(table)))
     for relation, table in REFERENCE_SOURCES.items():
-        # Small lists (hundreds of rows) replaced whole: read at once.
         path = store.reference(table)
-        names = (store.read(path, RAW_REFERENCE).select(["id", "name"]) if path.exists()
-                 else pa.schema([RAW_REFERENCE.field("id"), RAW_REFERENCE.field("name")])
-                 .empty_table())
-        connection.register(relation, names)
+        files = [str(path)] if path.exists() else []
+        connection.execute(source_view_sql(relation, REFERENCE_NAMES, files, partitioned=False))
 
 
-def source_view_sql(relation: str, schema: pa.Schema, files: list) -> str:
-    """A view of a raw table's partition files with its declared columns and `date`.
+def source_view_sql(relation: str, schema: pa.Schema, files: list, partitioned=True) -> str:
+    """A view of a table's Parquet files with its declared columns (and `date`, if daily).
 
     DuckDB reads the files itself (read_parquet: parallel, only the columns and row groups
     a query needs). No files yet gives an empty view of the same columns and types.
     """
     columns = [field for field in schema if field.name not in UNUSED]
+    date = ", NULL::VARCHAR AS date" if partitioned else ""
     if not files:
         empty = ", ".join(f"NULL::{_duckdb_type(field.type)} AS {field.name}"
                           for field in columns)
-        return f"CREATE TEMP VIEW {relation} AS SELECT {empty}, NULL::VARCHAR AS date LIMIT 0"
+        return f"CREATE TEMP VIEW {relation} AS SELECT {empty}{date} LIMIT 0"
     names = ", ".join(field.name for field in columns)
     paths = "[" + ", ".join(sql_text(path) for path in files) + "]"
+    date = ", CAST(date AS VARCHAR) AS date" if partitioned else ""
     # Older partitions may lack a column added to the schema later: union_by_name fills it.
-    return (f"CREATE TEMP VIEW {relation} AS SELECT {names}, CAST(date AS VARCHAR) AS date "
-            f"FROM read_parquet({paths}, hive_partitioning = true, union_by_name = true)")
+    return (f"CREATE TEMP VIEW {relation} AS SELECT {names}{date} FROM read_parquet("
+            f"{paths}, hive_partitioning = {str(partitioned).lower()}, union_by_name = true)")
 
 
 DUCKDB_TYPES = {

@@ -2,13 +2,14 @@
 
 import json
 import tempfile
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from gladly_pipeline.privacy import Pseudonymizer
 from gladly_pipeline.records import (
     contact_row,
     conversation_row,
@@ -16,7 +17,7 @@ from gladly_pipeline.records import (
     merged_contact_row,
     message_row,
 )
-from gladly_pipeline.privacy import Pseudonymizer
+from gladly_pipeline.resources import DataRoot
 from gladly_pipeline.schemas import (
     RAW_CONTACTS,
     RAW_CONVERSATIONS,
@@ -24,7 +25,7 @@ from gladly_pipeline.schemas import (
     RAW_REFERENCE,
 )
 from gladly_pipeline.storage import TableStore
-from gladly_pipeline.tables import RebuildLimits, rebuild
+from gladly_pipeline.tables import SCHEMAS, RebuildLimits, rebuild
 
 UTC = UTC
 FETCHED = datetime(2026, 3, 9, tzinfo=UTC)
@@ -59,7 +60,7 @@ def reference_rows(names: dict) -> list:
 
 
 def rebuild_tables(root: Path, items, conversations, profiles, day="2026-03-08",
-                   limits=RebuildLimits(), hasher=None) -> dict:
+                   limits=None, hasher=None) -> dict:
     """Writes the raw rows as one day's partitions, rebuilds, and reads the three tables."""
     store = TableStore(root)
     for name, rows, schema in [("messages", items, RAW_MESSAGES),
@@ -70,6 +71,7 @@ def rebuild_tables(root: Path, items, conversations, profiles, day="2026-03-08",
     for name, names in NAMES.items():
         store.write(store.reference(name),
                     pa.Table.from_pylist(reference_rows(names), schema=RAW_REFERENCE))
+    limits = limits or RebuildLimits()
     written = {table.name: table.rows for table in rebuild(store, limits, hasher)}
     tables = {name: pq.read_table(store.analytics(name)).to_pandas() for name in written}
     assert {name: len(frame) for name, frame in tables.items()} == written
@@ -153,3 +155,96 @@ def test_deleted_profile_is_kept_as_inactive_not_active():
     people = tables["contacts"].set_index("contact_id")
     assert people.loc["p1", "active"] and not people.loc["p1", "deleted"]
     assert not people.loc["p2", "active"] and people.loc["p2", "deleted"]
+
+
+def test_no_raw_data_yet_writes_three_empty_tables_with_their_schemas(tmp_path):
+    store = TableStore(tmp_path)
+    written = {table.name: table.rows for table in rebuild(store, RebuildLimits())}
+    assert written == {"conversations": 0, "messages": 0, "contacts": 0}
+    for name, schema in SCHEMAS.items():
+        assert pq.read_schema(store.analytics(name)).equals(schema), name
+
+
+def test_later_partition_and_latest_fetch_win_and_merge_chains_resolve(tmp_path):
+    store = TableStore(tmp_path)
+    earlier, later = FETCHED - timedelta(days=1), FETCHED
+    first_copy = item("m1", 0, "CUSTOMER", customer="old")
+    second_copy = item("m1", 0, "CUSTOMER", customer="old")
+    first_copy["text"], second_copy["text"] = "first copy", "second copy"
+    raw = {
+        ("messages", "2026-03-07"): [first_copy],
+        ("messages", "2026-03-08"): [second_copy, item("m2", 3, "AGENT", customer="old")],
+        ("conversations", "2026-03-07"): [conversation(customer="old")],
+        ("conversations", "2026-03-08"): [conversation(closed_minute=9, customer="old")],
+        ("contacts", "2026-03-07"): [merged_contact_row("old", "mid", earlier),
+                                     contact_row({"id": "p1", "name": "Old Ada"}, earlier)],
+        ("contacts", "2026-03-08"): [merged_contact_row("mid", "p1", later),
+                                     contact_row({"id": "p1", "name": "Ada"}, later)],
+    }
+    # The conversation's older fetch sits in the later partition: fetched_at decides.
+    raw["conversations", "2026-03-08"][0]["fetched_at"] = later
+    raw["conversations", "2026-03-07"][0]["fetched_at"] = earlier
+    schemas = {"messages": RAW_MESSAGES, "conversations": RAW_CONVERSATIONS,
+               "contacts": RAW_CONTACTS}
+    for (name, day), rows in raw.items():
+        store.write(store.raw_partition(name, day),
+                    pa.Table.from_pylist(rows, schema=schemas[name]))
+    list(rebuild(store, RebuildLimits()))
+    msgs = pq.read_table(store.analytics("messages")).to_pandas().set_index("message_id")
+    convs = pq.read_table(store.analytics("conversations")).to_pandas()
+    people = pq.read_table(store.analytics("contacts")).to_pandas().set_index("contact_id")
+
+    assert list(msgs.index) == ["m1", "m2"]
+    assert msgs.loc["m1", "content"] == "second copy"
+    assert (msgs.loc["m1", "contact_id"], msgs.loc["m1", "sender_name"]) == ("p1", "Ada")
+    assert len(convs) == 1 and convs.loc[0, "status"] == "CLOSED"
+    assert convs.loc[0, "contact_id"] == "p1" and convs.loc[0, "resolution_seconds"] == 9 * 60
+    assert list(people.loc["p1", "merged_ids"]) == ["mid", "old"]
+    assert people.loc["old", "merged_into"] == "p1" and not people.loc["old", "active"]
+    assert (people.loc["p1", "conversation_count"], people.loc["old", "conversation_count"]) \
+        == (1, 0)
+
+
+def test_hashed_tables_hold_the_pseudonymiser_values_of_the_plain_ones(tmp_path):
+    hasher = Pseudonymizer("test-salt-0123456789abcdef")
+    profiles = [contact_row({"id": "p1", "name": "Ada", "emails": [{"original": "ada@x.com"}],
+                             "phones": [{"normalized": "+15550100123"}]}, FETCHED)]
+    items = [item("m1", 0, "CUSTOMER"), item("m2", 2, "AGENT")]
+    items[0]["text"] = "mail me at ada@x.com or call (555) 010-0123"
+    convs = [conversation()]
+    plain = rebuild_tables(tmp_path / "plain", items, convs, profiles)
+    hashed = rebuild_tables(tmp_path / "hashed", items, convs, profiles, hasher=hasher)
+
+    person, plain_person = hashed["contacts"].iloc[0], plain["contacts"].iloc[0]
+    assert person["name"] == hasher.value("Ada") and person["name"].startswith("h:")
+    assert list(person["emails"]) == [hasher.value("ada@x.com")]
+    assert person["primary_phone"] == hasher.value(plain_person["primary_phone"])
+    first = hashed["messages"].set_index("message_id").loc["m1"]
+    assert first["content"] == hasher.text(items[0]["text"]) != items[0]["text"]
+    assert first["sender_name"] == hasher.value("Ada")
+    row, plain_row = hashed["conversations"].iloc[0], plain["conversations"].iloc[0]
+    assert row["contact_name"] == hasher.value("Ada")
+    assert row["contact_email"] == hasher.value("ada@x.com")
+    assert "ada@x.com" not in row["transcript"] and "Ada" not in row["transcript"]
+    assert row["transcript"].count("\n") == plain_row["transcript"].count("\n")
+    assert row["message_count"] == plain_row["message_count"] == 2
+
+
+def test_small_memory_limit_one_thread_and_own_spill_folder_give_the_same_tables(tmp_path):
+    items = [item(f"m{i}", i, "CUSTOMER" if i % 2 else "AGENT") for i in range(40)]
+    default = rebuild_tables(tmp_path / "a", items, [conversation()], None)
+    spill = tmp_path / "spill"
+    spill.mkdir()
+    tight = rebuild_tables(tmp_path / "b", items, [conversation()], None,
+                           limits=RebuildLimits(memory_limit="64MB", threads=1,
+                                                temp_directory=str(spill)))
+    for name, frame in default.items():
+        assert frame.equals(tight[name]), name
+    assert spill.is_dir(), "a folder the operator gave is left in place"
+
+
+def test_data_root_turns_its_settings_into_rebuild_limits_and_rejects_a_bad_size():
+    limits = DataRoot(rebuild_memory_limit="2GB", rebuild_threads=1).rebuild_limits()
+    assert limits == RebuildLimits(memory_limit="2GB", threads=1, temp_directory=None)
+    with pytest.raises(ValueError, match="rebuild_memory_limit"):
+        DataRoot(rebuild_memory_limit="lots")
