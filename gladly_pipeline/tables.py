@@ -1,12 +1,13 @@
 """Builds the analysis-ready tables from the raw ones: DuckDB SQL, streamed to Parquet.
 
 The whole rebuild is SQL run by an in-process DuckDB with a memory limit and a folder to
-spill to, so its memory stays bounded however much history the raw tables hold. The raw
-tables come in as pyarrow datasets from the storage layer (scanned lazily, only the columns
-a query uses); each result streams out in record batches into the store's atomic writer.
+spill to, so its memory stays bounded however much history the raw tables hold. DuckDB
+reads the raw Parquet files that the storage layer lists (TableStore.raw_files), only the
+columns a query uses; each result streams out in record batches into the store's atomic
+writer, so no table is ever whole in Python.
 
-The SQL reads these relations, which `rebuild` registers and a benchmark may define
-otherwise (e.g. as views over read_parquet):
+The SQL reads these relations, which `rebuild` defines as views and the benchmark defines
+its own way (plain read_parquet globs):
 
     raw_messages, raw_conversations, raw_contacts   every raw partition, plus `date`
     ref_agents, ref_inboxes, ref_topics              id and name of the reference lists
@@ -171,16 +172,15 @@ def source_view_sql(relation: str, schema: pa.Schema, files: list, partitioned=T
     a query needs). No files yet gives an empty view of the same columns and types.
     """
     columns = [field for field in schema if field.name not in UNUSED]
-    date = ", NULL::VARCHAR AS date" if partitioned else ""
     if not files:
-        empty = ", ".join(f"NULL::{_duckdb_type(field.type)} AS {field.name}"
-                          for field in columns)
-        return f"CREATE TEMP VIEW {relation} AS SELECT {empty}{date} LIMIT 0"
-    names = ", ".join(field.name for field in columns)
+        empty = [f"NULL::{_duckdb_type(field.type)} AS {field.name}" for field in columns]
+        empty += ["NULL::VARCHAR AS date"] if partitioned else []
+        return f"CREATE TEMP VIEW {relation} AS SELECT {', '.join(empty)} LIMIT 0"
+    names = [field.name for field in columns]
+    names += ["CAST(date AS VARCHAR) AS date"] if partitioned else []
     paths = "[" + ", ".join(sql_text(path) for path in files) + "]"
-    date = ", CAST(date AS VARCHAR) AS date" if partitioned else ""
     # Older partitions may lack a column added to the schema later: union_by_name fills it.
-    return (f"CREATE TEMP VIEW {relation} AS SELECT {names}{date} FROM read_parquet("
+    return (f"CREATE TEMP VIEW {relation} AS SELECT {', '.join(names)} FROM read_parquet("
             f"{paths}, hive_partitioning = {str(partitioned).lower()}, union_by_name = true)")
 
 
