@@ -13,6 +13,7 @@ its own way (plain read_parquet globs):
     ref_agents, ref_inboxes, ref_topics              id and name of the reference lists
 """
 
+import re
 import shutil
 import tempfile
 import time
@@ -78,6 +79,8 @@ REFERENCE_NAMES = pa.schema([RAW_REFERENCE.field("id"), RAW_REFERENCE.field("nam
 # Rows per record batch handed from DuckDB to the Parquet writer, and so per row group:
 # small enough that a batch of conversations with long transcripts stays a few tens of MB.
 BATCH_ROWS = 16_384
+# DuckDB memory reserved per raw item for the transcripts' lists (see buckets_for).
+BYTES_PER_ITEM = 2048
 
 # In the order written: conversations first, so that the time to it can be compared with
 # DuckDB building that table alone (see benchmarks/bench.py).
@@ -127,6 +130,9 @@ def rebuild(
         if hasher:
             register_hashing(connection, hasher)
         for statement in setup_statements(hashed=hasher is not None):
+            connection.execute(statement)
+        items = connection.execute("SELECT count(*) FROM raw_messages").fetchone()[0]
+        for statement in stats_statements(buckets_for(items, limits.memory_limit)):
             connection.execute(statement)
         for name in TABLES:
             rows = _write(connection, store, store.analytics(name), TABLE_QUERIES[name],
@@ -349,13 +355,14 @@ def _same(expression: str) -> str:
     return expression
 
 
-def _conversations_query() -> str:
+def _stats_query(bucket: str) -> str:
+    """Per conversation: counts, first sender, first response and transcript.
+
+    `bucket` is SQL that picks the conversations of one bucket (or `true` for all).
+    """
     channel_counts = ",\n".join(
         f"count(*) FILTER (WHERE channel = {sql_text(name)}) AS {column}"
         for name, column in CHANNEL_COUNT_COLUMNS.items()
-    )
-    channel_columns = ", ".join(
-        f"coalesce({column}, 0) AS {column}" for column in CHANNEL_COUNT_COLUMNS.values()
     )
     return f"""
 WITH
@@ -372,9 +379,9 @@ labelled AS NOT MATERIALIZED (
             || coalesce(content, subject, '(' || replace(lower(type), '_', ' ') || ')')
             AS line
     FROM messages
-    WHERE conversation_id IS NOT NULL
+    WHERE conversation_id IS NOT NULL AND {bucket}
 ),
-stats AS (
+counted AS (
     SELECT
         conversation_id,
         -- Items without a known direction still count as messages.
@@ -407,23 +414,65 @@ stats AS (
 -- automation or Gladly AI are outbound, but they are not a response by the team.
 responses AS (
     SELECT labelled.conversation_id,
-           epoch(min(labelled.created_at) - stats.asked_at) AS first_response_seconds
-    FROM labelled JOIN stats USING (conversation_id)
+           epoch(min(labelled.created_at) - counted.asked_at) AS first_response_seconds
+    FROM labelled JOIN counted USING (conversation_id)
     WHERE labelled.direction = 'outbound' AND labelled.sender_type = 'AGENT'
-      AND labelled.created_at >= stats.asked_at
-    GROUP BY labelled.conversation_id, stats.asked_at
-),
+      AND labelled.created_at >= counted.asked_at
+    GROUP BY labelled.conversation_id, counted.asked_at
+)
+SELECT counted.*, responses.first_response_seconds
+FROM counted LEFT JOIN responses USING (conversation_id)
+"""
+
+
+def stats_statements(buckets: int) -> list:
+    """Fills the temporary table `stats`, one bucket of conversations at a time.
+
+    The transcript's per-conversation lists are the one part of the rebuild DuckDB cannot
+    spill; built for a bucket at a time, they take memory in proportion to the bucket, not
+    to the history (see buckets_for).
+    """
+    if buckets <= 1:
+        return ["CREATE TEMP TABLE stats AS " + _stats_query("true")]
+    picks = [f"hash(conversation_id) % {buckets} = {bucket}" for bucket in range(buckets)]
+    return (["CREATE TEMP TABLE stats AS " + _stats_query(picks[0])]
+            + ["INSERT INTO stats " + _stats_query(pick) for pick in picks[1:]])
+
+
+def buckets_for(items: int, memory_limit: str) -> int:
+    """How many buckets keep the transcripts' lists of `items` raw items well within
+    the memory limit (measured: about 1 KB of DuckDB memory per item, here doubled)."""
+    per_bucket = max(1, memory_bytes(memory_limit) // BYTES_PER_ITEM)
+    return max(1, -(-items // per_bucket))
+
+
+UNITS = {"KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12,
+         "KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "TIB": 2**40}
+
+
+def memory_bytes(size: str) -> int:
+    """'512MB' -> 512000000; the forms DataRoot accepts (a number and KB to TiB)."""
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([KMGT]i?B)\s*", size, re.IGNORECASE)
+    if not match:
+        raise ValueError(f"memory limit {size!r} is not a size such as 512MB or 2GB")
+    return int(float(match.group(1)) * UNITS[match.group(2).upper()])
+
+
+def _conversations_query() -> str:
+    channel_columns = ", ".join(
+        f"coalesce({column}, 0) AS {column}" for column in CHANNEL_COUNT_COLUMNS.values()
+    )
+    return f"""
+WITH
 joined AS (
     SELECT
         conversation_rows.*,
         stats.* EXCLUDE (conversation_id),
-        responses.first_response_seconds,
         -- Items before the first extracted day are unknown: say so rather than guess.
         coalesce(stats.first_item_at <= conversation_rows.created_at
                  + INTERVAL {HISTORY_TOLERANCE_SECONDS} SECOND, false) AS history_complete
     FROM conversation_rows
     LEFT JOIN stats ON stats.conversation_id = conversation_rows.id
-    LEFT JOIN responses ON responses.conversation_id = conversation_rows.id
 )
 SELECT
     joined.id AS conversation_id,

@@ -9,6 +9,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from gladly_pipeline import tables
 from gladly_pipeline.privacy import Pseudonymizer
 from gladly_pipeline.records import (
     contact_row,
@@ -230,17 +231,35 @@ def test_hashed_tables_hold_the_pseudonymiser_values_of_the_plain_ones(tmp_path)
     assert row["message_count"] == plain_row["message_count"] == 2
 
 
-def test_small_memory_limit_one_thread_and_own_spill_folder_give_the_same_tables(tmp_path):
-    items = [item(f"m{i}", i, "CUSTOMER" if i % 2 else "AGENT") for i in range(40)]
-    default = rebuild_tables(tmp_path / "a", items, [conversation()], None)
+def test_small_memory_limit_buckets_one_thread_and_own_spill_folder_change_nothing(
+    tmp_path, monkeypatch
+):
+    items = [item(f"m{i}", i, "CUSTOMER" if i % 3 else "AGENT",
+                  conversation=f"c{i % 4}") for i in range(40)]
+    convs = [conversation(f"c{n}", closed_minute=50) for n in range(4)]
+    default = rebuild_tables(tmp_path / "a", items, convs, None)
     spill = tmp_path / "spill"
     spill.mkdir()
-    tight = rebuild_tables(tmp_path / "b", items, [conversation()], None,
+    # So few bytes per bucket that the 40 items take 7 buckets of conversations.
+    monkeypatch.setattr(tables, "BYTES_PER_ITEM", 10**7)
+    assert tables.buckets_for(len(items), "64MB") == 7
+    tight = rebuild_tables(tmp_path / "b", items, convs, None,
                            limits=RebuildLimits(memory_limit="64MB", threads=1,
                                                 temp_directory=str(spill)))
     for name, frame in default.items():
         assert frame.equals(tight[name]), name
+    assert default["conversations"]["message_count"].sum() == 40
     assert spill.is_dir(), "a folder the operator gave is left in place"
+
+
+def test_buckets_grow_with_the_items_and_shrink_with_the_memory_limit():
+    assert tables.memory_bytes("512MB") == 512 * 10**6
+    assert tables.memory_bytes("1.5 GiB") == int(1.5 * 2**30)
+    assert tables.buckets_for(0, "512MB") == 1
+    assert tables.buckets_for(900_000, "512MB") > tables.buckets_for(90_000, "512MB") == 1
+    assert tables.buckets_for(900_000, "256MB") > tables.buckets_for(900_000, "512MB")
+    with pytest.raises(ValueError, match="not a size"):
+        tables.memory_bytes("lots")
 
 
 def test_data_root_turns_its_settings_into_rebuild_limits_and_rejects_a_bad_size():
