@@ -144,6 +144,13 @@ def rebuild(
             now = time.perf_counter()
             yield Written(name, rows, now - clock, metadata)
             clock = time.perf_counter()
+    except duckdb.OutOfMemoryException as error:
+        # The previous tables stay in place; the operator's lever is the limit.
+        raise MemoryError(
+            f"The analytics rebuild needs more than rebuild_memory_limit={limits.memory_limit} "
+            f"(DuckDB: {str(error).splitlines()[0]}); raise the limit in the data_root "
+            "resource. The previous analytics tables are unchanged."
+        ) from error
     finally:
         connection.close()
         if not limits.temp_directory:

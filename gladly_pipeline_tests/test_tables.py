@@ -267,3 +267,14 @@ def test_data_root_turns_its_settings_into_rebuild_limits_and_rejects_a_bad_size
     assert limits == RebuildLimits(memory_limit="2GB", threads=1, temp_directory=None)
     with pytest.raises(ValueError, match="rebuild_memory_limit"):
         DataRoot(rebuild_memory_limit="lots")
+
+
+def test_too_small_a_memory_limit_fails_naming_the_setting_and_keeps_the_old_tables(tmp_path):
+    items = [item(f"m{i}", i, "CUSTOMER") for i in range(5)]
+    before = rebuild_tables(tmp_path, items, [conversation()], None)
+    with pytest.raises(MemoryError, match="rebuild_memory_limit=1KB"):
+        rebuild_tables(tmp_path, items, [conversation()], None,
+                       limits=RebuildLimits(memory_limit="1KB"))
+    store = TableStore(tmp_path)
+    after = pq.read_table(store.analytics("conversations")).to_pandas()
+    assert after.equals(before["conversations"])
