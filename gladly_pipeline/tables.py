@@ -132,12 +132,15 @@ def rebuild(
         for statement in setup_statements(hashed=hasher is not None):
             connection.execute(statement)
         items = connection.execute("SELECT count(*) FROM raw_messages").fetchone()[0]
-        for statement in stats_statements(buckets_for(items, limits.memory_limit)):
+        buckets = buckets_for(items, limits.memory_limit)
+        for statement in stats_statements(buckets):
             connection.execute(statement)
         for name in TABLES:
             rows = _write(connection, store, store.analytics(name), TABLE_QUERIES[name],
                           SCHEMAS[name])
             metadata = {}
+            if name == "conversations":
+                metadata = {"raw_items": items, "transcript_buckets": buckets}
             if name == "contacts":
                 merged = connection.execute("SELECT count(*) FROM merges").fetchone()[0]
                 metadata["merged_contacts"] = merged
@@ -145,11 +148,11 @@ def rebuild(
             yield Written(name, rows, now - clock, metadata)
             clock = time.perf_counter()
     except duckdb.OutOfMemoryException as error:
-        # The previous tables stay in place; the operator's lever is the limit.
+        # Tables not written yet keep their previous version; the lever is the limit.
         raise MemoryError(
             f"The analytics rebuild needs more than rebuild_memory_limit={limits.memory_limit} "
             f"(DuckDB: {str(error).splitlines()[0]}); raise the limit in the data_root "
-            "resource. The previous analytics tables are unchanged."
+            "resource. Tables not rewritten yet keep their previous version."
         ) from error
     finally:
         connection.close()
