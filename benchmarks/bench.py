@@ -72,6 +72,7 @@ from gladly_pipeline.extract import (  # noqa: E402
 from gladly_pipeline.resources import DataRoot, GladlyResource  # noqa: E402
 from gladly_pipeline.schemas import (  # noqa: E402
     ANALYTICS_CONVERSATIONS,
+    RAW_CONVERSATIONS,
     RAW_MESSAGES,
 )
 from gladly_pipeline.storage import PART_FILE, TableStore  # noqa: E402
