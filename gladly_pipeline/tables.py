@@ -120,9 +120,10 @@ def rebuild(
     any table not yet written. Nothing is held in Python but one record batch at a time.
     """
     spill = limits.temp_directory or tempfile.mkdtemp(prefix="gladly-rebuild-")
-    connection = duckdb.connect(config=_settings(limits, spill))
+    connection = None
     try:
         clock = time.perf_counter()
+        connection = duckdb.connect(config=_settings(limits, spill))
         # The transcript's timestamps and `day` are UTC whatever the machine's zone (set
         # after connecting: the time zone extension loads only then).
         connection.execute("SET TimeZone = 'UTC'")
@@ -155,7 +156,8 @@ def rebuild(
             "resource. Tables not rewritten yet keep their previous version."
         ) from error
     finally:
-        connection.close()
+        if connection is not None:
+            connection.close()
         if not limits.temp_directory:
             shutil.rmtree(spill, ignore_errors=True)
 

@@ -5,6 +5,7 @@ import tempfile
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -278,3 +279,14 @@ def test_too_small_a_memory_limit_fails_naming_the_setting_and_keeps_the_old_tab
     store = TableStore(tmp_path)
     after = pq.read_table(store.analytics("conversations")).to_pandas()
     assert after.equals(before["conversations"])
+
+
+def test_a_limit_duckdb_refuses_fails_before_writing_and_leaves_no_spill_folder(
+    tmp_path, monkeypatch
+):
+    monkeypatch.setattr(tables.tempfile, "tempdir", str(tmp_path / "temp"))
+    (tmp_path / "temp").mkdir()
+    with pytest.raises(duckdb.Error, match="Memory must have a number"):
+        list(rebuild(TableStore(tmp_path / "data"), RebuildLimits(memory_limit="a lot")))
+    assert list((tmp_path / "temp").iterdir()) == []
+    assert not (tmp_path / "data" / "analytics").exists()
