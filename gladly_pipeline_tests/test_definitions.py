@@ -1,7 +1,12 @@
 """The code location loads, and everything a user sees in the UI is described."""
 
+import shutil
+from datetime import timedelta
+from pathlib import Path
+
 import pytest
-from dagster import AssetKey
+import yaml
+from dagster import AssetKey, DagsterInstance
 
 from gladly_pipeline.definitions import defs, gladly_host, optional_settings
 
@@ -25,6 +30,22 @@ def test_every_asset_has_a_description_for_data_consumers():
     for key in graph.get_all_asset_keys():
         description = graph.get(key).description
         assert description and len(description) > 40, key.to_user_string()
+
+
+def test_analytics_tables_go_late_in_the_ui_a_day_after_their_last_rebuild(tmp_path):
+    graph = defs.resolve_asset_graph()
+    for name in ("messages", "conversations", "contacts"):
+        policy = graph.get(AssetKey(["analytics", name])).freshness_policy
+        assert policy is not None, name
+        assert policy.fail_window.to_timedelta() == timedelta(hours=30)
+        assert policy.warn_window.to_timedelta() == timedelta(hours=26)
+    # Dagster evaluates freshness policies only when the instance enables them.
+    project = Path(__file__).resolve().parents[1]
+    shutil.copy(project / "dagster.yaml", tmp_path / "dagster.yaml")
+    instance = DagsterInstance.from_config(str(tmp_path))
+    assert instance.get_settings("freshness") == {"enabled": True}
+    production = yaml.safe_load((project / "dagster-postgres.yaml").read_text())
+    assert production["freshness"] == {"enabled": True}
 
 
 def test_raw_tables_are_daily_partitioned_in_utc():

@@ -1,10 +1,13 @@
 """Analysis-ready tables: messages, conversations and contacts joined and named."""
 
+from datetime import timedelta
+
 from dagster import (
     AssetExecutionContext,
     AssetKey,
     AssetSpec,
     AutomationCondition,
+    FreshnessPolicy,
     MaterializeResult,
     MetadataValue,
     multi_asset,
@@ -21,6 +24,13 @@ AFTER_RAW_UPDATES = (
     & ~AutomationCondition.any_deps_in_progress()
     & ~AutomationCondition.in_progress()
 ).with_label("after new raw data")
+# The tables are rebuilt after every raw update: intraday refreshes through the day and the
+# export a few hours after midnight UTC. A rebuild older than a day and a few hours means
+# the daily path has stalled; the UI shows the asset as late (dagster.yaml enables
+# freshness evaluation). The `fresh_messages` check looks at the data itself instead.
+FRESHNESS = FreshnessPolicy.time_window(
+    fail_window=timedelta(hours=30), warn_window=timedelta(hours=26)
+)
 RAW = [AssetKey(["raw", name]) for name in
        ("messages", "conversations", "contacts", "agents", "inboxes", "topics")]
 
@@ -33,6 +43,7 @@ RAW = [AssetKey(["raw", name]) for name in
             deps=RAW,
             kinds={"parquet"},
             automation_condition=AFTER_RAW_UPDATES,
+            freshness_policy=FRESHNESS,
             description=(
                 "One row per conversation item across all extracted days: type, channel, "
                 "direction (inbound, outbound, internal), sender with name, content, "
@@ -45,6 +56,7 @@ RAW = [AssetKey(["raw", name]) for name in
             deps=RAW,
             kinds={"parquet"},
             automation_condition=AFTER_RAW_UPDATES,
+            freshness_policy=FRESHNESS,
             description=(
                 "One row per conversation, latest known state: status, created, last "
                 "activity and closed times, contact, inbox, agent and topic names, who "
@@ -59,6 +71,7 @@ RAW = [AssetKey(["raw", name]) for name in
             deps=RAW,
             kinds={"parquet"},
             automation_condition=AFTER_RAW_UPDATES,
+            freshness_policy=FRESHNESS,
             description=(
                 "One row per customer profile, latest version: name, primary email and "
                 "phone, custom attributes, whether it is active or was merged into another "
