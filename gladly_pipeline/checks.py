@@ -15,7 +15,6 @@ from typing import NamedTuple
 
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 from dagster import (
     AssetCheckExecutionContext,
     AssetCheckResult,
@@ -28,7 +27,7 @@ from dagster import (
 
 from .resources import DataRoot
 from .schemas import TS
-from .storage import PART_FILE, TableStore
+from .storage import TableStore
 from .windows import window_for_day
 
 RAW_MESSAGES = AssetKey(["raw", "messages"])
@@ -72,20 +71,17 @@ class NotMaterialized(Exception):
 
 def raw_days(store: TableStore, table: str, columns: list) -> dict:
     """{day: table of `columns`} for every `date=` partition of a raw table."""
-    folder = store.raw_table_dir(table)
-    days = sorted(
-        part.parent.name.removeprefix("date=") for part in folder.glob(f"date=*/{PART_FILE}")
-    )
-    if not days:
+    partitions = store.raw_partitions(table)
+    if not partitions:
         raise NotMaterialized(f"raw/{table}")
-    return {day: pq.read_table(store.raw_partition(table, day), columns=columns) for day in days}
+    return {stored.day: store.read(stored.path, columns=columns) for stored in partitions}
 
 
 def analytics_table(store: TableStore, table: str, columns: list) -> pa.Table:
     path = store.analytics(table)
-    if not path.exists():
+    if not store.exists(path):
         raise NotMaterialized(f"analytics/{table}")
-    return pq.read_table(path, columns=columns)
+    return store.read(path, columns=columns)
 
 
 def duplicates(column) -> int:

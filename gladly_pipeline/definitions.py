@@ -99,6 +99,34 @@ def privacy_settings() -> dict:
     return {"hash_personal_data": True, "personal_data_salt": EnvVar("GLADLY_PII_SALT")}
 
 
+# Data root settings given as env vars; each is wired only when its variable is set, so a
+# local data root needs none of them. Values stay EnvVars resolved at run time (the
+# secrets never reach the UI or the run logs).
+DATA_ROOT_SETTINGS = {
+    "s3_endpoint_url": "GLADLY_S3_ENDPOINT_URL",
+    "s3_region": "GLADLY_S3_REGION",
+    "s3_access_key_id": "GLADLY_S3_ACCESS_KEY_ID",
+    "s3_secret_access_key": "GLADLY_S3_SECRET_ACCESS_KEY",
+    "s3_session_token": "GLADLY_S3_SESSION_TOKEN",
+}
+
+
+def data_root_settings() -> dict:
+    """Object storage settings (see DATA_ROOT_SETTINGS) plus the privacy ones."""
+    settings = {
+        field: EnvVar(name) for field, name in DATA_ROOT_SETTINGS.items()
+        if os.environ.get(name)
+    }
+    return {**settings, **privacy_settings()}
+
+
+def ledger_settings() -> dict:
+    """The budget ledger's own URL (GLADLY_BUDGET_LEDGER_URL) when one is given."""
+    if os.environ.get("GLADLY_BUDGET_LEDGER_URL"):
+        return {"budget_ledger_url": EnvVar("GLADLY_BUDGET_LEDGER_URL")}
+    return {}
+
+
 # Dagster creates this sensor stopped by default; the product relies on it to rebuild the
 # analytics tables after new raw data, so it starts running.
 automation_sensor = AutomationConditionSensorDefinition(
@@ -121,9 +149,10 @@ defs = Definitions(
         "gladly": GladlyResource(
             **gladly_host(),
             **optional_settings(),
+            **ledger_settings(),
             username=EnvVar("GLADLY_USERNAME"),
             api_token=EnvVar("GLADLY_API_TOKEN"),
         ),
-        "data_root": DataRoot(**privacy_settings()),
+        "data_root": DataRoot(**data_root_settings()),
     },
 )

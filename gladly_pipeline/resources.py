@@ -10,7 +10,14 @@ from pydantic import Field
 from .budget import BillingPeriod, BudgetLedger, billing_period
 from .client import GladlyClient, RetryPolicy, resolve_base_url
 from .privacy import Pseudonymizer
-from .storage import TableStore
+from .storage import (
+    DEFAULT_S3_REGION,
+    DataRootError,
+    S3Settings,
+    TableStore,
+    open_store,
+    parse_s3_uri,
+)
 from .tables import RebuildLimits
 
 DEFAULT_DATA_ROOT = "data"
@@ -57,7 +64,8 @@ class GladlyResource(ConfigurableResource):
         default=None,
         description=(
             "SQLAlchemy URL of the budget ledger. Unset: the Dagster instance's PostgreSQL "
-            "database when DAGSTER_PG_URL is set, else SQLite under the data root."
+            "database when DAGSTER_PG_URL is set, else SQLite under a local data root "
+            "(an s3:// data root needs one of the two)."
         ),
     )
     full_contact_profiles: bool = Field(
@@ -107,10 +115,20 @@ class GladlyResource(ConfigurableResource):
     def open_ledger(self, store: TableStore) -> BudgetLedger:
         # Resolved at run time: the run's environment says where the instance lives.
         url = self.budget_ledger_url or os.environ.get("DAGSTER_PG_URL")
-        ledger = (
-            BudgetLedger.from_url(url) if url
-            else BudgetLedger.for_sqlite_file(store.root / "_state" / "budget.sqlite3")
-        )
+        if url:
+            ledger = BudgetLedger.from_url(url)
+        else:
+            state = store.local_state_dir()
+            if state is None:
+                # SQLite needs a file with locks; an object store offers neither.
+                raise DataRootError(
+                    f"The data root {store.describe()} is object storage, where the "
+                    "volume-budget ledger (a SQLite file) cannot live. Set DAGSTER_PG_URL "
+                    "(the Dagster instance's PostgreSQL) or GLADLY_BUDGET_LEDGER_URL "
+                    "(e.g. sqlite:////var/lib/gladly/budget.sqlite3 on a disk every run "
+                    "process shares)"
+                )
+            ledger = BudgetLedger.for_sqlite_file(state / "budget.sqlite3")
         ledger.ensure_schema()
         return ledger
 
@@ -138,7 +156,30 @@ class DataRoot(ConfigurableResource):
 
     path: Optional[str] = Field(
         default=None,
-        description="Folder of the tables; unset means $GLADLY_DATA_ROOT, else ./data.",
+        description=(
+            "Folder of the tables, or an S3-compatible prefix `s3://bucket/prefix`; unset "
+            "means $GLADLY_DATA_ROOT, else ./data."
+        ),
+    )
+    s3_endpoint_url: Optional[str] = Field(
+        default=None,
+        description=(
+            "Endpoint of an S3-compatible store (MinIO, Ceph, R2 ...): "
+            "`https://host[:port]`. Unset means AWS S3 itself."
+        ),
+    )
+    s3_region: str = Field(
+        default=DEFAULT_S3_REGION,
+        description="Region requests are signed for; AWS buckets need their own region.",
+    )
+    s3_access_key_id: Optional[str] = Field(
+        default=None, description="Access key id for an s3:// data root; pass it as an EnvVar."
+    )
+    s3_secret_access_key: Optional[str] = Field(
+        default=None, description="Secret access key for an s3:// data root; an EnvVar."
+    )
+    s3_session_token: Optional[str] = Field(
+        default=None, description="Session token of temporary S3 credentials; an EnvVar."
     )
 
     hash_personal_data: bool = Field(
@@ -188,4 +229,27 @@ class DataRoot(ConfigurableResource):
     def store(self) -> TableStore:
         # Resolved when a run starts, not at import, so the env of the run process counts.
         root = self.path or os.environ.get("GLADLY_DATA_ROOT") or DEFAULT_DATA_ROOT
-        return TableStore(os.path.abspath(root))
+        if not root.strip().lower().startswith("s3://"):
+            return open_store(root)
+        return open_store(root, self._s3_settings(root))
+
+    def _s3_settings(self, root: str) -> S3Settings:
+        missing = [
+            name for name, value in (
+                ("GLADLY_S3_ACCESS_KEY_ID", self.s3_access_key_id),
+                ("GLADLY_S3_SECRET_ACCESS_KEY", self.s3_secret_access_key),
+            ) if not value
+        ]
+        if missing:
+            bucket, _ = parse_s3_uri(root)
+            raise DataRootError(
+                f"The data root is in bucket {bucket!r} on S3 but has no credentials: "
+                f"set {' and '.join(missing)}"
+            )
+        return S3Settings(
+            access_key_id=self.s3_access_key_id,
+            secret_access_key=self.s3_secret_access_key,
+            session_token=self.s3_session_token,
+            region=self.s3_region,
+            endpoint_url=self.s3_endpoint_url,
+        )

@@ -3,8 +3,9 @@
 The whole rebuild is SQL run by an in-process DuckDB with a memory limit and a folder to
 spill to, so its memory stays bounded however much history the raw tables hold. DuckDB
 reads the raw Parquet files that the storage layer lists (TableStore.raw_files), only the
-columns a query uses; each result streams out in record batches into the store's atomic
-writer, so no table is ever whole in Python.
+columns a query uses (on S3 through a pyarrow dataset of them, TableStore.dataset); each
+result streams out in record batches into the store's atomic writer, so no table is ever
+whole in Python.
 
 The SQL reads these relations, which `rebuild` defines as views and the benchmark defines
 its own way (plain read_parquet globs):
@@ -175,19 +176,27 @@ def _settings(limits: RebuildLimits, spill: str) -> dict:
 
 
 def _register_sources(connection: duckdb.DuckDBPyConnection, store: TableStore) -> None:
-    for relation, (table, schema) in RAW_SOURCES.items():
-        connection.execute(source_view_sql(relation, schema, store.raw_files(table)))
+    sources = [(relation, schema, store.raw_files(table), True)
+               for relation, (table, schema) in RAW_SOURCES.items()]
     for relation, table in REFERENCE_SOURCES.items():
         path = store.reference(table)
-        files = [str(path)] if path.exists() else []
-        connection.execute(source_view_sql(relation, REFERENCE_NAMES, files, partitioned=False))
+        files = [str(path)] if store.exists(path) else []
+        sources.append((relation, REFERENCE_NAMES, files, False))
+    for relation, schema, files, partitioned in sources:
+        if files and not store.files_are_local:
+            # DuckDB reads s3:// only through an extension it would download: it scans a
+            # pyarrow dataset over the store's filesystem instead.
+            connection.register(f"{relation}_files", store.dataset(files, schema, partitioned))
+            files = f"{relation}_files"
+        connection.execute(source_view_sql(relation, schema, files, partitioned))
 
 
-def source_view_sql(relation: str, schema: pa.Schema, files: list, partitioned=True) -> str:
+def source_view_sql(relation: str, schema: pa.Schema, files, partitioned=True) -> str:
     """A view of a table's Parquet files with its declared columns (and `date`, if daily).
 
     DuckDB reads the files itself (read_parquet: parallel, only the columns and row groups
     a query needs). No files yet gives an empty view of the same columns and types.
+    `files` may instead name a relation registered with the connection (a pyarrow dataset).
     """
     columns = [field for field in schema if field.name not in UNUSED]
     if not files:
@@ -196,6 +205,8 @@ def source_view_sql(relation: str, schema: pa.Schema, files: list, partitioned=T
         return f"CREATE TEMP VIEW {relation} AS SELECT {', '.join(empty)} LIMIT 0"
     names = [field.name for field in columns]
     names += ["CAST(date AS VARCHAR) AS date"] if partitioned else []
+    if isinstance(files, str):
+        return f"CREATE TEMP VIEW {relation} AS SELECT {', '.join(names)} FROM {files}"
     paths = "[" + ", ".join(sql_text(path) for path in files) + "]"
     # Older partitions may lack a column added to the schema later: union_by_name fills it.
     return (f"CREATE TEMP VIEW {relation} AS SELECT {', '.join(names)} FROM read_parquet("

@@ -99,7 +99,7 @@ def analytics_tables(context: AssetExecutionContext, data_root: DataRoot):
             asset_key=AssetKey(["analytics", table.name]),
             metadata={
                 "dagster/row_count": table.rows,
-                "path": MetadataValue.path(str(path)),
+                "path": MetadataValue.path(store.uri(path)),
                 "seconds": table.seconds,
                 "personal_data_hashed": hasher is not None,
                 **table.metadata,

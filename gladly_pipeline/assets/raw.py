@@ -110,7 +110,7 @@ def messages(
             "deferred_items": stats.deferred_items,
             **budget_metadata,
             **_request_metadata(client),
-            "path": MetadataValue.path(str(path)),
+            "path": MetadataValue.path(store.uri(path)),
         }
     )
 
@@ -176,7 +176,7 @@ class DayBudget:
 
 
 def _stored_conversations(store, path) -> set:
-    if not path.exists():
+    if not store.exists(path):
         return set()
     ids = store.read(path, RAW_MESSAGES).column("conversation_id").drop_null()
     return set(pc.unique(ids).to_pylist())
@@ -249,7 +249,7 @@ def conversations(
             "customer_list_requests": stats.list_requests,
             "conversations_not_found": len(stats.not_found),
             **_request_metadata(client),
-            "path": MetadataValue.path(str(path)),
+            "path": MetadataValue.path(store.uri(path)),
         }
     )
 
@@ -354,7 +354,7 @@ def contacts(
             "customers_moved_since_export": len(moved),
             "export_jobs": MetadataValue.json(exported.jobs),
             **_request_metadata(client),
-            "path": MetadataValue.path(str(path)),
+            "path": MetadataValue.path(store.uri(path)),
         }
     )
 

@@ -63,7 +63,7 @@ def reference_asset(name: str) -> AssetsDefinition:
             metadata={
                 "dagster/row_count": len(rows),
                 "gladly_requests": client.stats.requests,
-                "path": MetadataValue.path(str(path)),
+                "path": MetadataValue.path(store.uri(path)),
             }
         )
 

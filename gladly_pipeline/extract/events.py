@@ -2,7 +2,6 @@
 
 import json
 from datetime import datetime, timedelta
-from pathlib import Path
 from typing import Optional
 
 import pyarrow as pa
@@ -11,7 +10,7 @@ import pyarrow.compute as pc
 from ..client import GladlyClient
 from ..records import message_row
 from ..schemas import RAW_MESSAGES
-from ..storage import TableStore
+from ..storage import StorePath, TableStore
 from ..timeutil import format_timestamp, parse_timestamp
 from ..windows import Window
 from .coverage import ExportNotAvailable
@@ -39,7 +38,7 @@ def extract_messages_from_events(
     client: GladlyClient,
     window: Window,
     store: TableStore,
-    path: Path,
+    path: StorePath,
     *,
     now: datetime,
     workers: int = 4,
@@ -112,9 +111,9 @@ def _event_path_rows(items: list, window: Window, stats: MessageStats) -> list:
     return rows
 
 
-def _unchanged_rows(store: TableStore, path: Path, touched: set) -> list:
+def _unchanged_rows(store: TableStore, path: StorePath, touched: set) -> list:
     """Rows of the current partition whose conversation the events did not touch."""
-    if not path.exists():
+    if not store.exists(path):
         return []
     table = store.read(path, RAW_MESSAGES)
     moved = pa.array(sorted(touched), pa.string())

@@ -1,11 +1,10 @@
 """The export path: a day's conversation items streamed from the export jobs covering it."""
 
 import logging
-from pathlib import Path
 from typing import Optional
 
 from ..client import GladlyClient, GladlyNotFound
-from ..storage import TableStore
+from ..storage import StorePath, TableStore
 from ..windows import Window
 from .coverage import ExportNotAvailable, jobs_for_window
 from .itemlines import ItemReader, LineBlocks, Prefetch
@@ -19,7 +18,7 @@ def extract_messages(
     client: GladlyClient,
     window: Window,
     store: TableStore,
-    path: Path,
+    path: StorePath,
     *,
     jobs: Optional[list] = None,
     admit: Admit = None,

@@ -279,9 +279,11 @@ def recent_contacts(store: TableStore, since: datetime, *, full_only: bool = Fal
     wants custom attributes and timestamps. Only files written since `since` can hold
     such rows, so older days are not read.
     """
-    folder = store.raw_table_dir("contacts")
     cutoff = since.timestamp()
-    paths = [p for p in folder.glob("date=*/part-0.parquet") if p.stat().st_mtime >= cutoff]
+    paths = [
+        stored.path for stored in store.raw_partitions("contacts")
+        if stored.modified.timestamp() >= cutoff
+    ]
     newest: dict = {}
     for path in paths:
         for row in store.read(path, RAW_CONTACTS).to_pylist():

@@ -5,17 +5,15 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from pathlib import Path
 from typing import Optional
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from ..client import GladlyDataError
 from ..schemas import RAW_MESSAGES
-from ..storage import TableStore
+from ..storage import StorePath, TableStore
 from ..timeutil import UTC
 
 # Dict rows are turned into a table this many at a time.
@@ -166,7 +164,9 @@ class BackgroundWriter:
             raise self.error
 
 
-def publish(store: TableStore, stage: Path, path: Path, stats: MessageStats, admit) -> None:
+def publish(
+    store: TableStore, stage: StorePath, path: StorePath, stats: MessageStats, admit
+) -> None:
     """Moves the staged day into place, leaving out conversations the budget defers."""
     deferred = admit(dict(stats.first_activity)) if admit else set()
     if not deferred:
@@ -176,7 +176,7 @@ def publish(store: TableStore, stage: Path, path: Path, stats: MessageStats, adm
     kept = 0
     leave_out = pa.array(sorted(deferred), pa.string())
     with store.writer(path, RAW_MESSAGES) as writer:
-        for batch in pq.ParquetFile(stage).iter_batches(batch_size=BATCH_ROWS):
+        for batch in store.iter_batches(stage, BATCH_ROWS):
             table = pa.Table.from_batches([batch], schema=RAW_MESSAGES)
             mask = pc.invert(pc.fill_null(pc.is_in(table["conversation_id"], leave_out), False))
             table = table.filter(mask)
@@ -194,12 +194,14 @@ def check_malformed(what: str, lines: int, malformed: int) -> None:
         )
 
 
-def write_day(store: TableStore, path: Path, rows, stats: MessageStats, admit: Admit) -> None:
+def write_day(
+    store: TableStore, path: StorePath, rows, stats: MessageStats, admit: Admit
+) -> None:
     """Stages dict `rows` in a hidden file, then publishes it as the day (less deferrals)."""
     _stage_and_publish(store, path, stats, admit, lambda sink: _add_each(sink.add, rows))
 
 
-def write_day_tables(store: TableStore, path: Path, tables, stats: MessageStats,
+def write_day_tables(store: TableStore, path: StorePath, tables, stats: MessageStats,
                      admit: Admit) -> None:
     """As write_day, for an iterable of RAW_MESSAGES tables."""
     _stage_and_publish(store, path, stats, admit, lambda sink: _add_each(sink.add_table, tables))
@@ -210,7 +212,7 @@ def _add_each(add, things) -> None:
         add(thing)
 
 
-def _stage_and_publish(store: TableStore, path: Path, stats, admit, fill) -> None:
+def _stage_and_publish(store: TableStore, path: StorePath, stats, admit, fill) -> None:
     stage = store.staging(path)
     try:
         with store.writer(stage, RAW_MESSAGES) as writer:
@@ -226,4 +228,4 @@ def _stage_and_publish(store: TableStore, path: Path, stats, admit, fill) -> Non
             background.finish()
         publish(store, stage, path, stats, admit)
     finally:
-        stage.unlink(missing_ok=True)
+        store.delete(stage)
