@@ -18,13 +18,14 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.dataset as ds
 import pytest
-from dagster import materialize
+from dagster import AssetSelection, AssetSpec, materialize
 from moto.server import ThreadedMotoServer
 
 from gladly_pipeline import storage
 from gladly_pipeline.assets.analytics import analytics_tables
 from gladly_pipeline.assets.raw import contacts, conversations, messages
 from gladly_pipeline.assets.reference import agents, inboxes, topics
+from gladly_pipeline.checks import build_checks
 from gladly_pipeline.definitions import data_root_settings
 from gladly_pipeline.resources import DataRoot, GladlyResource
 from gladly_pipeline.storage import (
@@ -34,7 +35,7 @@ from gladly_pipeline.storage import (
     open_store,
 )
 
-from .conftest import TOKEN, USERNAME, make_resources
+from .conftest import NOW, TOKEN, USERNAME, make_resources
 
 # No code path of these tests may ask the EC2 metadata service for anything.
 os.environ["AWS_EC2_METADATA_DISABLED"] = "true"
@@ -105,6 +106,18 @@ def pending_uploads(client, bucket: str) -> list:
     return client.list_multipart_uploads(Bucket=bucket).get("Uploads", [])
 
 
+def check_outcomes(data_root: DataRoot) -> dict:
+    """{"asset:check": passed} for every asset check run on the tables of `data_root`."""
+    checks = build_checks(clock=lambda: NOW)
+    tables = {key.asset_key for group in checks for key in group.check_keys}
+    result = materialize([*(AssetSpec(key) for key in tables), *checks],
+                         selection=AssetSelection.all_asset_checks(),
+                         resources={"data_root": data_root})
+    assert result.success
+    return {e.asset_check_key.to_user_string(): e.passed
+            for e in result.get_asset_check_evaluations()}
+
+
 def small_table(*ids: str) -> pa.Table:
     return pa.Table.from_pylist([{"id": i, "n": n} for n, i in enumerate(ids)], schema=TABLE)
 
@@ -148,6 +161,11 @@ def test_raw_and_analytics_assets_materialize_into_the_bucket(
         assert sorted(from_s3.column(key).to_pylist()) == sorted(
             from_disk.column(key).to_pylist()
         ), name
+
+    # The data checks list and read the bucket as they do a folder, with the same verdicts.
+    on_s3 = check_outcomes(resources["data_root"])
+    assert on_s3 == check_outcomes(local["data_root"])
+    assert sum(on_s3.values()) > len(on_s3) // 2
 
     paths = [
         str(event.event_specific_data.materialization.metadata["path"].value)
@@ -281,6 +299,28 @@ def test_a_broken_upload_leaves_the_previous_object(
 
     assert store.read(path).column("id").to_pylist() == ["old"]
     assert keys(s3_client, bucket) == {"gladly/raw/things/date=2026-03-07/part-0.parquet"}
+
+
+def test_a_failed_server_side_copy_leaves_the_previous_object(
+    s3_endpoint, s3_client, bucket, monkeypatch
+):
+    store = s3_data_root(s3_endpoint, bucket).store()
+    path = store.analytics("things")
+    store.write(path, small_table("old"))
+    upload = type(store)._upload_checked
+
+    def upload_then_lose(self, local, key):
+        upload(self, local, key)
+        # The temporary vanishes before the copy (e.g. removed by a lifecycle rule):
+        # the store itself then refuses the CopyObject.
+        s3_client.delete_object(Bucket=bucket, Key=str(key).removeprefix(f"{bucket}/"))
+
+    monkeypatch.setattr(type(store), "_upload_checked", upload_then_lose)
+    with pytest.raises(OSError):
+        store.write(path, small_table("new"))
+
+    assert store.read(path).column("id").to_pylist() == ["old"]
+    assert keys(s3_client, bucket) == {"gladly/analytics/things/part-0.parquet"}
 
 
 def test_staged_file_is_published_whole_and_then_removed(s3_endpoint, s3_client, bucket):
