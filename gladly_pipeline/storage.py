@@ -316,8 +316,8 @@ class S3TableStore(TableStore):
         stored = self.fs.get_file_info(str(key)).size
         if stored != size:
             raise OSError(
-                f"Upload to {self.uri(key)} stored {stored} bytes of {size}; the table "
-                "file was not replaced"
+                f"Upload to {self.uri(key)} stored {stored} bytes of {size}; nothing was "
+                "published"
             )
 
     def _remove_stale_temporaries(self) -> None:
@@ -329,7 +329,7 @@ class S3TableStore(TableStore):
             if info.type != pafs.FileType.File or not info.path.endswith((".tmp", ".staging")):
                 continue
             if info.mtime is not None and info.mtime.timestamp() < cutoff:
-                self.delete(StorePath(info.path))
+                self._discard(StorePath(info.path))
 
 
 def open_store(root: str, s3: Optional[S3Settings] = None) -> TableStore:
