@@ -133,9 +133,11 @@ def reusable_conversations(store: TableStore, last_activity: dict) -> dict:
     if not last_activity:
         return {}
     earliest = min(last_activity.values())
-    folder = store.raw_table_dir("conversations")
     cutoff = (earliest - REUSE_MARGIN).timestamp()
-    paths = [p for p in folder.glob("date=*/part-0.parquet") if p.stat().st_mtime >= cutoff]
+    paths = [
+        stored.path for stored in store.raw_partitions("conversations")
+        if stored.modified.timestamp() >= cutoff
+    ]
     wanted = pa.array(sorted(last_activity), pa.string())
     newest: dict = {}
     for path in paths:
