@@ -7,6 +7,7 @@ own config schemas, the Helm chart's keys we rely on, and the Dockerfile's sourc
 """
 
 import json
+import logging
 import os
 import re
 import signal
@@ -21,7 +22,6 @@ from dagster import AssetKey, DagsterEventType, DagsterInstance, DagsterRunStatu
 from dagster._config import process_config, validate_config
 from dagster._core.instance.config import dagster_instance_config
 from dagster._core.run_coordinator import QueuedRunCoordinator
-from dagster_k8s import K8sRunLauncher
 from dagster_postgres import PostgresEventLogStorage, PostgresRunStorage
 
 from gladly_pipeline.assets.raw import GLADLY_POOL
@@ -196,26 +196,40 @@ def test_example_dagster_yaml_has_the_project_pool_settings():
     assert example_instance()["concurrency"] == local["concurrency"]
 
 
-def test_example_k8s_run_launcher_config_passes_dagster_k8s_schema(tmp_path):
+@pytest.fixture
+def k8s_launcher():
+    """dagster-k8s's K8sRunLauncher class, imported here rather than at the top: loading the
+    kubernetes client sets the `urllib3` and `client` loggers to WARNING for the whole
+    process, and other tests rely on urllib3's DEBUG records. Their levels are put back."""
+    loggers = [logging.getLogger(name) for name in ("urllib3", "client")]
+    levels = [logger.level for logger in loggers]
+    from dagster_k8s import K8sRunLauncher
+
+    yield K8sRunLauncher
+    for logger, level in zip(loggers, levels, strict=True):
+        logger.setLevel(level)
+
+
+def test_example_k8s_run_launcher_config_passes_dagster_k8s_schema(tmp_path, k8s_launcher):
     launcher = example_instance()["run_launcher"]
     assert launcher["module"] == "dagster_k8s"
-    result = validate_config(K8sRunLauncher.config_type(), launcher["config"])
+    result = validate_config(k8s_launcher.config_type(), launcher["config"])
     assert result.success, [error.message for error in result.errors]
 
     # The constructor takes the processed config as it would in the cluster; only the
     # cluster credentials come from a kubeconfig on 127.0.0.1 (nothing connects to it).
-    processed = process_config(K8sRunLauncher.config_type(), launcher["config"]).value
+    processed = process_config(k8s_launcher.config_type(), launcher["config"]).value
     kubeconfig = write_local_kubeconfig(tmp_path)
-    built = K8sRunLauncher(**{**processed, "load_incluster_config": False,
+    built = k8s_launcher(**{**processed, "load_incluster_config": False,
                               "kubeconfig_file": str(kubeconfig)})
     assert built.job_namespace == "dagster"
     assert built.dagster_home == "/opt/dagster/dagster_home"
 
 
-def test_dagster_k8s_schema_rejects_a_misspelt_launcher_key():
+def test_dagster_k8s_schema_rejects_a_misspelt_launcher_key(k8s_launcher):
     """The check above can fail: a key the launcher does not know is an error."""
     config = {**example_instance()["run_launcher"]["config"], "env_secret": ["x"]}
-    assert not validate_config(K8sRunLauncher.config_type(), config).success
+    assert not validate_config(k8s_launcher.config_type(), config).success
 
 
 def write_local_kubeconfig(tmp_path: Path) -> Path:
@@ -304,7 +318,7 @@ def test_helm_values_match_the_example_instance():
     assert daemon["runMonitoring"]["startTimeoutSeconds"] == monitoring["start_timeout_seconds"]
 
 
-def test_helm_run_launcher_renders_a_valid_dagster_k8s_config():
+def test_helm_run_launcher_renders_a_valid_dagster_k8s_config(k8s_launcher):
     launcher = helm_values()["runLauncher"]
     assert launcher["type"] == "K8sRunLauncher"
     helm_config = launcher["config"]["k8sRunLauncher"]
@@ -312,7 +326,7 @@ def test_helm_run_launcher_renders_a_valid_dagster_k8s_config():
     assert not unmapped, f"no known dagster-k8s field for {unmapped}"
     config = {HELM_TO_K8S_LAUNCHER[key]: value for key, value in helm_config.items()}
     config.update(CHART_SUPPLIED_LAUNCHER_CONFIG)
-    result = validate_config(K8sRunLauncher.config_type(), config)
+    result = validate_config(k8s_launcher.config_type(), config)
     assert result.success, [error.message for error in result.errors]
 
 
