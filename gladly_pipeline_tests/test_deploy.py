@@ -242,10 +242,13 @@ def test_example_dagster_yaml_passes_dagster_instance_validation():
     assert config["run_monitoring"]["free_slots_after_run_end_seconds"] > 0
 
 
-def test_example_dagster_yaml_has_the_project_pool_settings():
-    """Kubernetes keeps the same Gladly limits as the local instance."""
+def test_example_dagster_yaml_keeps_every_local_instance_setting():
+    """Kubernetes keeps what the local instance sets: Gladly's pool limit, the run queue,
+    telemetry off, freshness evaluation. A setting added to dagster.yaml must come here too."""
     local = yaml.safe_load((REPO / "dagster.yaml").read_text())
-    assert example_instance()["concurrency"] == local["concurrency"]
+    example = example_instance()
+    for key, value in local.items():
+        assert example.get(key) == value, f"docs/deploy/dagster.yaml differs on {key}"
 
 
 @pytest.fixture
@@ -345,6 +348,8 @@ CHART_SUPPLIED_LAUNCHER_CONFIG = {
     "dagster_home": "/opt/dagster/dagster_home",
     "postgres_password_secret": "dagster-postgresql",
 }
+# Instance settings the chart renders from values of its own (checked above).
+CHART_RENDERED_SETTINGS = {"telemetry", "concurrency"}
 DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 
 
@@ -368,6 +373,12 @@ def test_helm_values_match_the_example_instance():
     assert (daemon["runMonitoring"]["freeSlotsAfterRunEndSeconds"]
             == monitoring["free_slots_after_run_end_seconds"])
     assert daemon["runMonitoring"]["startTimeoutSeconds"] == monitoring["start_timeout_seconds"]
+    # The local instance's settings the chart has no value for come through
+    # additionalInstanceConfig, unchanged.
+    local = yaml.safe_load((REPO / "dagster.yaml").read_text())
+    extra = values.get("additionalInstanceConfig", {})
+    for key in set(local) - CHART_RENDERED_SETTINGS:
+        assert extra.get(key) == local[key], f"helm-values.yaml misses {key}"
 
 
 def test_helm_run_launcher_renders_a_valid_dagster_k8s_config(k8s_launcher):
