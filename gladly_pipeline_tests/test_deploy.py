@@ -449,3 +449,14 @@ def test_dockerfile_serves_the_project_module():
     argv = json.loads(command)
     assert argv[:3] == ["dagster", "api", "grpc"]
     assert argv[argv.index("--module-name") + 1] == PYPROJECT["tool"]["dagster"]["module_name"]
+
+
+def test_deploy_docs_name_only_variables_the_project_reads():
+    """A misspelt or renamed variable in a secret or ConfigMap is silently ignored."""
+    source = "\n".join(path.read_text() for path in (REPO / "gladly_pipeline").rglob("*.py"))
+    named = set()
+    for path in DEPLOY.iterdir():
+        named |= set(re.findall(r"\bGLADLY_[A-Z0-9_]*[A-Z0-9]\b", path.read_text()))
+    assert named, "docs/deploy names no GLADLY_ variable"
+    unknown = {name for name in named if f'"{name}"' not in source}
+    assert not unknown, f"docs/deploy names variables the code never reads: {sorted(unknown)}"
