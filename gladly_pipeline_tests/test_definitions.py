@@ -115,3 +115,15 @@ def test_a_setting_out_of_range_is_named_with_what_is_allowed(monkeypatch, name,
     monkeypatch.setenv(name, value)
     with pytest.raises(ValueError, match=f"{name}={value} is out of range: allowed {allowed}"):
         optional_settings()
+
+
+def test_instances_free_the_gladly_pool_slots_of_dead_runs(tmp_path):
+    # Without it, one step process dying before its step starts keeps the only
+    # `gladly_api` slot claimed and every later Gladly step waits for ever.
+    project = Path(__file__).resolve().parents[1]
+    shutil.copy(project / "dagster.yaml", tmp_path / "dagster.yaml")
+    settings = DagsterInstance.from_config(str(tmp_path)).run_monitoring_settings
+    assert settings["enabled"] is True
+    assert 0 < settings["free_slots_after_run_end_seconds"] <= 600
+    production = yaml.safe_load((project / "dagster-postgres.yaml").read_text())
+    assert production["run_monitoring"] == settings

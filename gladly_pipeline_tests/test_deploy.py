@@ -248,6 +248,11 @@ def test_example_dagster_yaml_keeps_every_local_instance_setting():
     local = yaml.safe_load((REPO / "dagster.yaml").read_text())
     example = example_instance()
     for key, value in local.items():
+        if key == "run_monitoring":
+            # Kubernetes adds pod start and poll timings to what the local instance sets.
+            kept = {name: example[key].get(name) for name in value}
+            assert kept == value, f"docs/deploy/dagster.yaml differs on {key}"
+            continue
         assert example.get(key) == value, f"docs/deploy/dagster.yaml differs on {key}"
 
 
