@@ -354,7 +354,7 @@ CHART_SUPPLIED_LAUNCHER_CONFIG = {
     "postgres_password_secret": "dagster-postgresql",
 }
 # Instance settings the chart renders from values of its own (checked above).
-CHART_RENDERED_SETTINGS = {"telemetry", "concurrency"}
+CHART_RENDERED_SETTINGS = {"telemetry", "concurrency", "run_monitoring"}
 DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 
 
