@@ -1,6 +1,7 @@
 """Wires the Gladly pipeline: assets, jobs and resources in one Definitions."""
 
 import os
+from typing import Optional
 
 from dagster import (
     AssetSelection,
@@ -74,13 +75,24 @@ def optional_settings() -> dict:
             raise ValueError(f"{name} must be a whole number, got {raw!r}") from None
         _check_range(field, name, settings[field])
     for field, name in OPTIONAL_BOOL_SETTINGS.items():
-        raw = os.environ.get(name, "").strip().lower()
-        if not raw:
-            continue
-        if raw not in TRUE_WORDS + FALSE_WORDS:
-            raise ValueError(f"{name} must be 1 or 0 (true or false), got {raw!r}")
-        settings[field] = raw in TRUE_WORDS
+        flag = env_flag(name)
+        if flag is not None:
+            settings[field] = flag
     return settings
+
+
+def env_flag(name: str) -> Optional[bool]:
+    """An on/off env var: None when unset; a value that is neither fails, naming it.
+
+    Strict on purpose: a typo must not quietly switch a setting off (personal-data
+    hashing among them).
+    """
+    raw = os.environ.get(name, "").strip().lower()
+    if not raw:
+        return None
+    if raw not in TRUE_WORDS + FALSE_WORDS:
+        raise ValueError(f"{name} must be 1 or 0 (true or false), got {raw!r}")
+    return raw in TRUE_WORDS
 
 
 def _check_range(field: str, name: str, value: int) -> None:
@@ -95,7 +107,7 @@ def _check_range(field: str, name: str, value: int) -> None:
 
 def privacy_settings() -> dict:
     """Hash personal data in the analytics tables when GLADLY_HASH_PERSONAL_DATA is on."""
-    if os.environ.get("GLADLY_HASH_PERSONAL_DATA", "").lower() not in ("1", "true", "yes"):
+    if not env_flag("GLADLY_HASH_PERSONAL_DATA"):
         return {}
     return {"hash_personal_data": True, "personal_data_salt": EnvVar("GLADLY_PII_SALT")}
 

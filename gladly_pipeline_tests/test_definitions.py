@@ -8,7 +8,7 @@ import pytest
 import yaml
 from dagster import AssetKey, DagsterInstance
 
-from gladly_pipeline.definitions import defs, gladly_host, optional_settings
+from gladly_pipeline.definitions import defs, gladly_host, optional_settings, privacy_settings
 
 RAW = ["messages", "conversations", "contacts"]
 
@@ -86,6 +86,21 @@ def test_full_contact_profiles_is_switched_on_by_env_var(monkeypatch):
     monkeypatch.setenv("GLADLY_FULL_CONTACT_PROFILES", "sometimes")
     with pytest.raises(ValueError, match="GLADLY_FULL_CONTACT_PROFILES must be 1 or 0"):
         optional_settings()
+
+
+@pytest.mark.parametrize("value", ["on", "Y", "ture", "enabled"])
+def test_a_mistyped_privacy_switch_fails_rather_than_leaving_data_unhashed(monkeypatch, value):
+    monkeypatch.setenv("GLADLY_HASH_PERSONAL_DATA", value)
+    with pytest.raises(ValueError, match="GLADLY_HASH_PERSONAL_DATA must be 1 or 0"):
+        privacy_settings()
+
+
+@pytest.mark.parametrize("value", ["1", " 1 ", "TRUE", "yes"])
+def test_the_privacy_switch_reads_the_same_words_as_every_flag(monkeypatch, value):
+    monkeypatch.setenv("GLADLY_HASH_PERSONAL_DATA", value)
+    assert privacy_settings()["hash_personal_data"] is True
+    monkeypatch.setenv("GLADLY_HASH_PERSONAL_DATA", "0")
+    assert privacy_settings() == {}
 
 
 def test_a_setting_that_is_not_a_number_is_named_in_the_error(monkeypatch):
