@@ -244,6 +244,18 @@ class S3TableStore(TableStore):
         self.root = PurePosixPath(bucket, *prefix.split("/")) if prefix else PurePosixPath(bucket)
         self.fs = _s3_filesystem(settings)
         self.endpoint_url = settings.endpoint_url
+        self._check_bucket(bucket)
+
+    def _check_bucket(self, bucket: str) -> None:
+        """Fails now, naming the bucket, rather than at the first upload (after Gladly's
+        export has been downloaded for nothing)."""
+        info = self.fs.get_file_info(bucket)
+        if info.type == pafs.FileType.NotFound:
+            where = f" at {self.endpoint_url}" if self.endpoint_url else ""
+            raise DataRootError(
+                f"Bucket {bucket!r}{where} does not exist (or these credentials cannot see "
+                "it): create it first; the pipeline does not create buckets"
+            )
 
     def uri(self, path: StorePath) -> str:
         return f"s3://{path}"
@@ -338,6 +350,13 @@ def open_store(root: str, s3: Optional[S3Settings] = None) -> TableStore:
     if not root:
         raise DataRootError("The data root is empty: give a local folder or an s3:// URI")
     if "://" not in root:
+        if URI_LIKE.match(root):
+            # `s3:/bucket` or `s3:bucket` would otherwise become a local folder named
+            # "s3:", and the tables would quietly land on this machine's disk.
+            raise DataRootError(
+                f"Data root {_redacted(root)} looks like a URI without '//': write "
+                "s3://bucket/prefix for S3, or ./name for a local folder of that name"
+            )
         return TableStore(os.path.abspath(root))
     scheme = root.split("://", 1)[0].lower()
     if scheme == "file":
@@ -357,6 +376,9 @@ def open_store(root: str, s3: Optional[S3Settings] = None) -> TableStore:
         "s3://bucket/prefix (any S3-compatible store, with its endpoint set)"
     )
 
+
+# A scheme (two letters or more, so a Windows drive letter is not one) and a colon.
+URI_LIKE = re.compile(r"[A-Za-z][A-Za-z0-9+.-]+:")
 
 # AWS's rules for bucket names; MinIO, Ceph and R2 apply the same or looser ones.
 BUCKET_NAME = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
