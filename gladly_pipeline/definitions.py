@@ -12,6 +12,7 @@ from dagster import (
     define_asset_job,
     multiprocess_executor,
 )
+from pydantic import ValidationError
 
 from .assets.analytics import analytics_tables
 from .assets.raw import contacts, conversations, messages
@@ -124,13 +125,37 @@ DATA_ROOT_SETTINGS = {
 }
 
 
+# The analytics rebuild's limits (a pod's memory and disk are sized around them). Not
+# secrets: read when the code location loads, so a bad value is named right away.
+REBUILD_SETTINGS = {
+    "rebuild_memory_limit": "GLADLY_REBUILD_MEMORY_LIMIT",
+    "rebuild_threads": "GLADLY_REBUILD_THREADS",
+    "rebuild_temp_directory": "GLADLY_REBUILD_TEMP_DIRECTORY",
+}
+
+
 def data_root_settings() -> dict:
-    """Object storage settings (see DATA_ROOT_SETTINGS) plus the privacy ones."""
+    """Object storage settings (see DATA_ROOT_SETTINGS), the rebuild's limits and the
+    privacy ones."""
     settings = {
         field: EnvVar(name) for field, name in DATA_ROOT_SETTINGS.items()
         if os.environ.get(name)
     }
-    return {**settings, **privacy_settings()}
+    return {**settings, **rebuild_settings(), **privacy_settings()}
+
+
+def rebuild_settings() -> dict:
+    settings = {}
+    for field, name in REBUILD_SETTINGS.items():
+        raw = os.environ.get(name, "").strip()
+        if not raw:
+            continue
+        try:
+            settings[field] = DataRoot(**{field: raw}).model_dump()[field]
+        except ValidationError as error:
+            detail = error.errors()[0]["msg"]
+            raise ValueError(f"{name}={raw!r} is not valid: {detail}") from None
+    return settings
 
 
 def ledger_settings() -> dict:

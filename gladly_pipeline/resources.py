@@ -196,7 +196,7 @@ class DataRoot(ConfigurableResource):
 
     rebuild_memory_limit: str = Field(
         default="512MB",
-        pattern=r"^\d+(\.\d+)?\s*([KMGT]i?B)$",
+        pattern=r"(?i)^\d+(\.\d+)?\s*([KMGT]i?B)$",  # DuckDB takes 512mb too
         description=(
             "Memory the analytics rebuild's DuckDB may use for its data (e.g. 512MB, 2GB); "
             "past it, it spills to `rebuild_temp_directory`. The process uses some "

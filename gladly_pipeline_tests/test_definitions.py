@@ -142,3 +142,22 @@ def test_instances_free_the_gladly_pool_slots_of_dead_runs(tmp_path):
     assert 0 < settings["free_slots_after_run_end_seconds"] <= 600
     production = yaml.safe_load((project / "dagster-postgres.yaml").read_text())
     assert production["run_monitoring"] == settings
+
+
+def test_rebuild_limits_come_from_env_vars_and_a_bad_one_is_named(monkeypatch):
+    from gladly_pipeline.definitions import data_root_settings
+
+    monkeypatch.setenv("GLADLY_REBUILD_MEMORY_LIMIT", "1gb")
+    monkeypatch.setenv("GLADLY_REBUILD_THREADS", "2")
+    monkeypatch.setenv("GLADLY_REBUILD_TEMP_DIRECTORY", "/tmp/spill")
+    settings = data_root_settings()
+    assert settings["rebuild_memory_limit"] == "1gb"
+    assert settings["rebuild_threads"] == 2
+    assert settings["rebuild_temp_directory"] == "/tmp/spill"
+    monkeypatch.setenv("GLADLY_REBUILD_MEMORY_LIMIT", "lots")
+    with pytest.raises(ValueError, match="GLADLY_REBUILD_MEMORY_LIMIT='lots' is not valid"):
+        data_root_settings()
+    monkeypatch.setenv("GLADLY_REBUILD_MEMORY_LIMIT", "512MB")
+    monkeypatch.setenv("GLADLY_REBUILD_THREADS", "0")
+    with pytest.raises(ValueError, match="GLADLY_REBUILD_THREADS='0' is not valid"):
+        data_root_settings()
