@@ -1,5 +1,7 @@
 """The Dagster assets against the emulator: partitions, reruns, empty days, tables."""
 
+from datetime import UTC, datetime
+
 import duckdb
 import pyarrow as pa
 import pyarrow.dataset as ds
@@ -384,3 +386,79 @@ def test_day_not_exported_yet_fetches_profiles_and_sees_a_deletion(tmp_path):
     assert meta["raw/contacts"]["profiles_from_export"].value == 0
     assert rows[named[0]]["deleted"] is True
     assert len([p for p in paths if p.startswith(PROFILE_PATH)]) == len(rows)
+
+
+# ---------------------------------------------------------------- newest knowledge wins
+
+
+def _contacts_meta(result):
+    return {e.asset_key.to_user_string(): e.materialization.metadata
+            for e in result.get_asset_materialization_events()}["raw/contacts"]
+
+
+def test_rerun_from_the_export_keeps_newer_merges_deletions_and_full_profiles(tmp_path):
+    """The reviewer's case: a default rerun once put the export's older rows back."""
+    day = "2026-03-07"
+    with start_emulator(small_config(conversations_per_day=16)) as emu:
+        extract(emu, tmp_path, day)
+        first = read_raw(tmp_path, "contacts", day, RAW_CONTACTS)
+        named = sorted(cid for cid, row in first.items()
+                       if cid in emu.data.customers and not row["merged_into"])
+        merged, deleted = named[0], named[1]
+        survivor = next(c for c in emu.data.customers if c not in first)
+        emu.merge_customer(merged, survivor)
+        emu.delete_customer(deleted)
+        extract(emu, tmp_path, day, [contacts], full_contact_profiles=True)
+        full = read_raw(tmp_path, "contacts", day, RAW_CONTACTS)
+        assert full[merged]["merged_into"] == survivor and full[deleted]["deleted"] is True
+        attributes = {cid for cid, row in full.items() if row["custom_attributes_json"]}
+        assert len(attributes) > 2
+        rerun = extract(emu, tmp_path, day, [contacts])
+        result = materialize(REFERENCE + [analytics_tables],
+                             resources=make_resources(emu, tmp_path))
+        assert result.success
+    rows = read_raw(tmp_path, "contacts", day, RAW_CONTACTS)
+    # Nothing the full rerun learned was traded for the export's older rows.
+    assert rows[merged] == full[merged] and rows[deleted] == full[deleted]
+    assert {cid for cid, row in rows.items() if row["custom_attributes_json"]} == attributes
+    assert all(row["created_at"] is not None for row in rows.values()
+               if not row["merged_into"] and not row["deleted"])
+    meta = _contacts_meta(rerun)
+    assert meta["profiles_reused"].value >= len(attributes)
+    people = pq.read_table(TableStore(tmp_path).analytics("contacts")).to_pandas()
+    people = people.set_index("contact_id")
+    assert not people.loc[merged, "active"] and people.loc[merged, "merged_into"] == survivor
+    assert not people.loc[deleted, "active"] and people.loc[deleted, "deleted"]
+
+
+def test_profiles_fetched_intraday_keep_their_custom_attributes_when_the_export_rebuilds(
+    emulator, tmp_path
+):
+    day = "2026-03-07"
+    extract(emulator, tmp_path, day, [messages, conversations])
+    # The intraday path: the day is not exported yet, so every profile came from GET ...
+    extract(emulator, tmp_path, day, [contacts], full_contact_profiles=True)
+    store = TableStore(tmp_path)
+    path = store.raw_partition("contacts", day)
+    table = store.read(path, RAW_CONTACTS)
+    # ... during the day, long before the export was written, and beyond the refresh
+    # window of 36 hours: only the day's own partition still remembers those profiles.
+    intraday = pa.scalar(datetime(2026, 3, 7, 23, 0, tzinfo=UTC),
+                         RAW_CONTACTS.field("fetched_at").type)
+    column = pa.array([intraday.as_py()] * table.num_rows, intraday.type)
+    store.write(path, table.set_column(table.schema.get_field_index("fetched_at"),
+                                       "fetched_at", column))
+    before = read_raw(tmp_path, "contacts", day, RAW_CONTACTS)
+    rebuilt = extract(emulator, tmp_path, day, [contacts])
+    rows = read_raw(tmp_path, "contacts", day, RAW_CONTACTS)
+    meta = _contacts_meta(rebuilt)
+    assert meta["profiles_from_export"].value > 0
+    from_export = [cid for cid, row in rows.items() if row["fetched_at"] > intraday.as_py()
+                   and before[cid]["created_at"] is not None]
+    assert from_export, "the export is newer than the intraday fetch"
+    for cid in from_export:
+        row, earlier = rows[cid], before[cid]
+        # The export speaks for what its file holds; GET's columns are kept, not dropped.
+        for column in ("custom_attributes_json", "created_at", "updated_at", "name", "emails"):
+            assert row[column] == earlier[column], (cid, column)
+    assert sum(1 for cid in from_export if rows[cid]["custom_attributes_json"]) > 2

@@ -18,7 +18,13 @@ from gladly_pipeline.extract import (
     reusable_conversations,
 )
 from gladly_pipeline.extract.rest import REUSE_MARGIN
-from gladly_pipeline.records import conversation_row
+from gladly_pipeline.records import (
+    contact_row,
+    conversation_row,
+    deleted_contact_row,
+    exported_contact_row,
+    merged_contact_row,
+)
 from gladly_pipeline.schemas import RAW_CONVERSATIONS, RAW_MESSAGES
 from gladly_pipeline.storage import TableStore
 from gladly_pipeline.windows import window_for_day
@@ -157,6 +163,74 @@ def test_contacts_keep_merged_and_deleted_profiles_as_rows():
     assert rows["gone"]["deleted"] is True
     assert rows["p1"]["name"] == "Ada" and rows["p1"]["deleted"] is False
     assert stats.merged == 1 and stats.not_found == ["gone"]
+
+
+# ---------------------------------------------------------------- newest knowledge wins
+
+EXPORTED_AT = datetime(2026, 3, 8, 4, 0, tzinfo=UTC)
+
+
+def _exported(customer_id, name, at=EXPORTED_AT):
+    line = {"id": customer_id, "name": name, "emailAddresses": [f"{name.lower()}@x.org"]}
+    return exported_contact_row(line, json.dumps(line), at)
+
+
+def _profile(customer_id, name, at):
+    return contact_row({
+        "id": customer_id, "name": name, "customAttributes": {"tier": "gold"},
+        "emails": [{"original": f"{name.lower()}@x.org", "primary": True}],
+        "createdAt": "2025-01-01T00:00:00Z", "updatedAt": "2026-03-01T00:00:00Z",
+    }, at)
+
+
+class NoProfiles:
+    def __init__(self):
+        self.asked = []
+
+    def customer_profile(self, customer_id):
+        self.asked.append(customer_id)
+        return ProfileLookup(customer_id, {"id": customer_id, "name": "Fresh"})
+
+
+def test_each_customer_gets_the_newest_knowledge_of_export_cache_and_earlier_run():
+    hour = timedelta(hours=1)
+    exported = {cid: _exported(cid, name) for cid, name in
+                [("merged", "Mia"), ("deleted", "Dan"), ("newer_get", "Nora"),
+                 ("older_get", "Olga"), ("renamed", "Rita"), ("plain", "Pat"),
+                 ("old_mark", "Omar")]}
+    cached = {
+        "merged": merged_contact_row("merged", "plain", EXPORTED_AT + hour),
+        "newer_get": _profile("newer_get", "Nora", EXPORTED_AT + hour),
+        "older_get": _profile("older_get", "Olga", EXPORTED_AT - hour),
+    }
+    earlier = {
+        "deleted": deleted_contact_row("deleted", EXPORTED_AT + hour),
+        "renamed": _profile("renamed", "Rosa", EXPORTED_AT - 2 * hour),
+        # Gladly never revives an id: a mark older than the file still wins.
+        "old_mark": deleted_contact_row("old_mark", EXPORTED_AT - hour),
+        "elsewhere": _profile("elsewhere", "Eve", EXPORTED_AT + hour),
+    }
+    client = NoProfiles()
+    table, stats = fetch_contacts(client, list(exported) + ["elsewhere"], workers=1,
+                                  cached=cached, exported=exported, earlier=earlier)
+    rows = {row["id"]: row for row in table.to_pylist()}
+    assert rows["merged"] == cached["merged"]
+    assert rows["deleted"] == earlier["deleted"] and rows["old_mark"] == earlier["old_mark"]
+    assert rows["newer_get"] == cached["newer_get"]
+    assert rows["plain"] == exported["plain"]
+    # An export newer than the GET speaks for its own columns and keeps GET's others.
+    older = rows["older_get"]
+    assert older["fetched_at"] == EXPORTED_AT and older["name"] == "Olga"
+    assert older["custom_attributes_json"] == cached["older_get"]["custom_attributes_json"]
+    assert older["created_at"] == cached["older_get"]["created_at"]
+    assert older["updated_at"] == cached["older_get"]["updated_at"]
+    # Renamed after the GET: the moment of that edit is unknown, so no updated_at.
+    renamed = rows["renamed"]
+    assert renamed["name"] == "Rita" and renamed["custom_attributes_json"]
+    assert renamed["created_at"] is not None and renamed["updated_at"] is None
+    # The earlier run's rows only compete with the file: they never spare a GET.
+    assert client.asked == ["elsewhere"] and rows["elsewhere"]["name"] == "Fresh"
+    assert stats.exported == 3 and stats.reused == 4
 
 
 # ---------------------------------------------------------------- fewer requests

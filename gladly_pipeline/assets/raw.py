@@ -29,7 +29,7 @@ from ..extract import (
     window_metadata,
 )
 from ..resources import DataRoot, GladlyResource
-from ..schemas import RAW_CONVERSATIONS, RAW_MESSAGES
+from ..schemas import RAW_CONTACTS, RAW_CONVERSATIONS, RAW_MESSAGES
 from ..timeutil import UTC
 from ..windows import Window, daily_partitions, window_for_day
 
@@ -300,7 +300,8 @@ def _activity(items: pa.Table) -> tuple:
         "full profiles instead, at about one request per new conversation). Ids the file "
         "lacks, days not exported yet, and customers whose conversation now names another "
         "customer are fetched with GET. A profile merged into another is kept as a row "
-        "with `merged_into` set, and the surviving profile is found too."
+        "with `merged_into` set, and the surviving profile is found too. A rerun never "
+        "replaces a newer row (a merge or deletion, a GET profile) with an older export row."
     ),
 )
 def contacts(
@@ -316,6 +317,7 @@ def contacts(
     moved = _moved_customers(items, convs)
     context.log.info("Finding %d customer profiles for %s", len(ids), window.describe())
     now = datetime.now(UTC)
+    path = store.raw_partition("contacts", window.day)
     client = gladly.get_client()
     try:
         exported = ExportedContacts()
@@ -329,17 +331,20 @@ def contacts(
             cached = recent_contacts(store, since, full_only=gladly.full_contact_profiles)
             for customer_id in moved:
                 cached.pop(customer_id, None)
+        # A rerun must not trade what the day's last run learned (a 301/404 mark, a GET
+        # profile) for an older export row: those rows compete with the file's.
+        earlier = _earlier_contacts(store, path, set(exported.rows))
         table, stats = fetch_contacts(
             client, ids, workers=gladly.max_parallel_requests, now=now, cached=cached,
-            exported=exported.rows,
+            exported=exported.rows, earlier=earlier,
         )
     finally:
         client.close()
-    path = store.raw_partition("contacts", window.day)
     store.write(path, table)
     context.log.info(
-        "Wrote %d profiles (%d from the export, %d reused from the last %d hours, %d "
-        "fetched; %d merged into another, %d not found)",
+        "Wrote %d profiles (%d from the export, %d reused from the last %d hours or newer "
+        "than the export in the day's last run, %d fetched; %d merged into another, %d not "
+        "found)",
         stats.written, stats.exported, stats.reused, gladly.contact_refresh_hours,
         stats.written - stats.exported - stats.reused, stats.merged, len(stats.not_found),
     )
@@ -378,7 +383,8 @@ def _exported_contacts(context, client, window, wanted: set) -> ExportedContacts
     """Reduced profiles from the customers.jsonl of the jobs covering the day, if any.
 
     Known gap: a profile deleted or edited after the export was written shows as the file
-    has it; only GET sees that (README, Limitations). Merges are caught by the caller.
+    has it; only GET sees that (README, Limitations). The caller catches merges whose
+    conversation row was fetched after them (README, How it extracts, step 3).
     """
     try:
         jobs = jobs_for_window(client.export_jobs(status="COMPLETED"), window)
@@ -395,6 +401,15 @@ def _exported_contacts(context, client, window, wanted: set) -> ExportedContacts
         context.log.warning("Skipped %d malformed lines of %s", exported.malformed,
                             CUSTOMERS_FILE)
     return exported
+
+
+def _earlier_contacts(store, path, wanted: set) -> dict:
+    """The rows of `wanted` ids the day's partition holds from its last run, by id."""
+    if not wanted or not store.exists(path):
+        return {}
+    table = store.read(path, RAW_CONTACTS)
+    table = table.filter(pc.is_in(table["id"], pa.array(sorted(wanted), pa.string())))
+    return {row["id"]: row for row in table.to_pylist()}
 
 
 def _distinct(table, column: str) -> list:

@@ -166,17 +166,22 @@ def fetch_contacts(
     now: Optional[datetime] = None,
     cached: Optional[dict] = None,
     exported: Optional[dict] = None,
+    earlier: Optional[dict] = None,
 ) -> tuple:
-    """Each customer profile, from the export file, the cache or GET, in that order.
+    """Each customer profile, from the export file, stored rows or GET.
 
     `exported` maps ids to rows read from the export's customers.jsonl (see
     `read_exported_contacts`); `cached` to raw contact rows fetched recently (see
-    `recent_contacts`). Both are used as they are, keeping their `fetched_at`. Every
-    other id is asked for with GET: a merged id is recorded and its survivor found too.
+    `recent_contacts`); `earlier` to the rows the day's partition held before this run.
+    An id with an export row gets the newest knowledge among those rows (`newest_contact`);
+    an id without one takes its cached row, and `earlier` never spares a GET. Stored rows
+    keep their `fetched_at`. Every other id is asked for with GET: a merged id is recorded
+    and its survivor found too.
     """
     fetched_at = now or datetime.now(UTC)
     cached = cached or {}
     exported = exported or {}
+    earlier = earlier or {}
     stats = FetchStats(requested=len(ids))
     rows, done = [], set()
     pending = sorted(set(ids))
@@ -184,11 +189,19 @@ def fetch_contacts(
     while pending:
         done.update(pending)
         survivors = []
-        from_file = [exported[cid] for cid in pending if cid in exported]
-        reused = [cached[cid] for cid in pending if cid in cached and cid not in exported]
-        stats.exported += len(from_file)
-        stats.reused += len(reused)
-        for row in from_file + reused:
+        stored = []
+        for cid in pending:
+            if cid in exported:
+                row = newest_contact(exported[cid], [cached.get(cid), earlier.get(cid)])
+                if row["fetched_at"] == exported[cid]["fetched_at"]:
+                    stats.exported += 1
+                else:
+                    stats.reused += 1
+                stored.append(row)
+            elif cid in cached:
+                stats.reused += 1
+                stored.append(cached[cid])
+        for row in stored:
             rows.append(row)
             if row["merged_into"]:
                 survivors.append(row["merged_into"])
@@ -209,6 +222,51 @@ def fetch_contacts(
     stats.written = len(rows)
     rows.sort(key=lambda row: row["id"])
     return pa.Table.from_pylist(rows, schema=RAW_CONTACTS), stats
+
+
+# Columns customers.jsonl has no say on (reference §12.3): only GET knows them.
+GET_ONLY_CONTACT_COLUMNS = ("custom_attributes_json", "created_at", "updated_at")
+# Columns both sources spell alike, compared to tell whether the profile changed between a
+# GET and a later export (phones are not: GET gives them normalized, the file as typed).
+SHARED_CONTACT_COLUMNS = ("name", "address", "external_customer_id",
+                          "external_customer_ids_json")
+
+
+def newest_contact(exported_row: dict, others: list) -> dict:
+    """The row of one customer that holds the newest knowledge, the export's row among them.
+
+    - A merged (301) or deleted (404) mark wins over any export row, however old: Gladly
+      never brings such an id back, while an export written before the merge, or one that
+      still lists the profile, would show it live.
+    - Otherwise the newest row by `fetched_at` wins whole, a GET profile included.
+    - An export row newer than the newest GET profile speaks for what the file holds (name,
+      address, emails, phones, external ids) and takes the GET-only columns (custom
+      attributes, created_at, updated_at) from that GET profile rather than dropping them:
+      they are the newest known. `updated_at` is kept only if the columns both sources
+      spell alike did not change in between; otherwise the profile was edited at an
+      unknown moment after the GET, and it stays null. Custom attributes edited after the
+      GET are not seen (the file lacks them), as with any profile reused within
+      `contact_refresh_hours`.
+    """
+    known = [row for row in others if row is not None]
+    marks = [row for row in known if row["merged_into"] or row["deleted"]]
+    if marks:
+        return max(marks, key=lambda row: row["fetched_at"])
+    newest = max([exported_row, *known], key=lambda row: row["fetched_at"])
+    if newest is not exported_row:
+        return newest
+    full = [row for row in known if is_full_contact_row(row)]
+    if not full:
+        return exported_row
+    profile = max(full, key=lambda row: row["fetched_at"])
+    combined = dict(exported_row)
+    for column in GET_ONLY_CONTACT_COLUMNS:
+        combined[column] = profile[column]
+    changed = any(exported_row[c] != profile[c] for c in SHARED_CONTACT_COLUMNS) or (
+        sorted(exported_row["emails"] or []) != sorted(profile["emails"] or []))
+    if changed:
+        combined["updated_at"] = None
+    return combined
 
 
 CUSTOMERS_FILE = "customers.jsonl"
