@@ -40,7 +40,7 @@ def _field(column: str, kind: str, *paths: str, varies: bool = False) -> ItemFie
 
 # The one map from an item's JSON to the `messages` columns, in schema order (between
 # `id` and `source_job_id`). message_row applies it to one item; the export path's
-# columnar parser (extract/blocks.py) builds its pyarrow.json schema and columns from it.
+# columnar parser (extract/itemlines.py) builds its pyarrow.json schema and columns from it.
 ITEM_FIELDS = (
     _field("conversation_id", "str", "conversationId"),
     _field("customer_id", "str", "customerId"),

@@ -17,7 +17,7 @@ from gladly_pipeline.extract import (
     jobs_for_window,
     staging,
 )
-from gladly_pipeline.extract.itemlines import LineBlocks, to_timestamps
+from gladly_pipeline.extract.itemlines import LineBlock, LineBlocks, to_timestamps
 from gladly_pipeline.records import message_row
 from gladly_pipeline.storage import TableStore
 from gladly_pipeline.timeutil import parse_timestamp
@@ -356,3 +356,124 @@ def test_read_ahead_thread_hands_over_items_then_the_error_and_stops_when_left()
             break
     ahead.close()
     assert not ahead.thread.is_alive()
+
+
+def spaced(line: bytes, colon: bytes, comma: bytes = b", ") -> bytes:
+    """The line re-written with these separators (json.dumps's own, or odder ones)."""
+    text = json.dumps(json.loads(line), ensure_ascii=False).encode()
+    return text.replace(b'": ', b'"' + colon).replace(b", ", comma)
+
+
+@pytest.mark.parametrize("colon", [b": ", b" : ", b"\t:\t", b"\r: ", b" :"])
+def test_spaced_separators_read_columnar_as_the_compact_ones(tmp_path, monkeypatch, colon):
+    lines = [spaced(line, colon) for line in emulator_lines()[:600]]
+    assert sum(b'"to"' + colon + b'"' in line for line in lines) > 20  # SMS and calls
+    stats, table = both_paths(tmp_path, monkeypatch, {"job-1": lines})
+    assert table.num_rows == len(lines)
+    assert any(row is not None and len(row) == 1 for row in
+               table.column("to_addresses").to_pylist())
+    monkeypatch.setattr(itemlines, "MIN_SPLIT_LINES", 4)
+    fast_stats, _ = extract(tmp_path, {"job-1": lines}, "again")
+    assert fast_stats.lines_read_alone == 0
+
+
+# `"to"` and `: "` inside string values, keys and values: only a key `to` whose value is a
+# string is renamed; quotes inside strings are escaped, so the pattern cannot start there.
+IN_STRINGS = [
+    item("in-text", {"type": "SMS", "content": 'say "to": "x" and "to" : "y"', "to": "+1"}),
+    item("in-subject", {"type": "EMAIL", "subject": '"to":"a"', "to": ["a@x"]}),
+    item("key-ends-to", {"type": "SMS", 'a"to': "z", "to": "+2"}),
+    item("value-to", {"type": "SMS", "subject": "to", "to": "+3"}),
+    item("duration-in-text", {"type": "VOICEMAIL", "content": '"recordingDuration" : "9"',
+                              "recordingDuration": 4}),
+]
+
+
+def test_renaming_touches_only_keys_never_text_inside_strings(tmp_path, monkeypatch):
+    block = LineBlock(IN_STRINGS, 1)
+    renamed = block.parse_text.to_pybytes().split(b"\n")
+    for original, parsed in zip(IN_STRINGS, renamed, strict=True):
+        # Only the last letter of a key's name changes: every value reads back the same.
+        changed = [i for i in range(len(original)) if original[i] != parsed[i]]
+        assert len(parsed) == len(original)
+        assert all(original[i:i + 2] == b'o"' and parsed[i] == ord("O") for i in changed)
+        content = {(key[:-1] + "o" if key.endswith("tO") else key): value
+                   for key, value in json.loads(parsed)["content"].items()}
+        assert content == json.loads(original)["content"]
+    # The key `to` with a string value, wherever it is and however spaced, and a key ending
+    # in `"to` (escaped quote; no field reads it): nothing else.
+    assert [len(line) - len(line.replace(b'"tO"', b"")) for line in renamed] == [4, 0, 8, 4, 0]
+    lines = emulator_lines()[:100]
+    lines[10:10] = IN_STRINGS
+    _, table = both_paths(tmp_path, monkeypatch, {"job-1": lines})
+    rows = {row["id"]: row for row in table.to_pylist()}
+    assert rows["in-text"]["text"] == 'say "to": "x" and "to" : "y"'
+    assert rows["in-text"]["to_addresses"] == ["+1"]
+    assert rows["in-subject"]["subject"] == '"to":"a"'
+    assert rows["key-ends-to"]["to_addresses"] == ["+2"]
+    assert rows["value-to"]["to_addresses"] == ["+3"]
+    assert rows["duration-in-text"]["recording_duration_seconds"] == 4
+
+
+# json.loads keeps a repeated key's last value; pyarrow.json rejects a repeated field, but
+# reads `to` (a string) and `to` (anything else) as two fields, "tO" and "to".
+REPEATED = {
+    "to-then-null": ('"to":"a","to":null', "to_addresses", None),
+    "to-spaced-then-null": ('"to" : "a", "to" : null', "to_addresses", None),
+    "null-then-to": ('"to":null,"to":"a"', "to_addresses", ["a"]),
+    "to-then-number": ('"to":"a","to":5', "to_addresses", ["5"]),
+    "to-then-list": ('"to":"a","to":["b"]', "to_addresses", ["b"]),
+    "list-then-to": ('"to":["b"],"to":"a"', "to_addresses", ["a"]),
+    "to-then-object": ('"to":"a","to":{}', "to_addresses", ["{}"]),
+    "to-twice": ('"to":"a","to":"b"', "to_addresses", ["b"]),
+    "duration-then-null": ('"recordingDuration":"5","recordingDuration":null',
+                           "recording_duration_seconds", None),
+    "duration-then-true": ('"recordingDuration":"5","recordingDuration":true',
+                           "recording_duration_seconds", None),
+    "subject-then-null": ('"subject":"a","subject":null', "subject", None),
+    "subject-then-number": ('"subject":"a","subject":7', "subject", "7"),
+}
+
+
+def test_a_repeated_key_reads_its_last_value_on_both_paths(tmp_path, monkeypatch):
+    lines = [item(f"i{n}") for n in range(60)]
+    for n, (item_id, (content, _, _)) in enumerate(REPEATED.items()):
+        lines.insert(3 + n * 4, (
+            f'{{"id":"{item_id}","timestamp":"2026-03-08T10:00:00Z",'
+            f'"content":{{"type":"SMS",{content}}}}}').encode())
+    lines.insert(5, b'{"id":"content-then-null","timestamp":"2026-03-08T10:00:00Z",'
+                    b'"content":{"to":"a","subject":"s"},"content":null}')
+    lines.insert(9, b'{"id":"id-then-number","timestamp":"2026-03-08T10:00:00Z",'
+                    b'"id":"x","id":5}')
+    stats, table = both_paths(tmp_path, monkeypatch, {"job-1": lines})
+    rows = {row["id"]: row for row in table.to_pylist()}
+    for item_id, (_, column, expected) in REPEATED.items():
+        assert rows[item_id][column] == expected, item_id
+    assert rows["content-then-null"]["to_addresses"] is None
+    assert rows["content-then-null"]["subject"] is None
+    assert stats.malformed_positions == ["job-1:10"]  # the id is a number in the end
+
+
+def deep_line(item_id: str, depth: int) -> bytes:
+    return (f'{{"id":"{item_id}","timestamp":"2026-03-08T10:00:00Z",'
+            f'"content":{{"type":"SMS"}},"x":{"[" * depth}{"]" * depth}}}').encode()
+
+
+def test_a_line_nested_too_deep_is_malformed_on_both_paths(tmp_path, monkeypatch):
+    limit = itemlines.MAX_DEPTH
+    lines = [item(f"i{n}") for n in range(60)]
+    lines[7] = deep_line("deep", 5000)
+    lines[20] = deep_line("very-deep", 200_000)
+    lines[33] = deep_line("at-limit", limit - 1)  # the item object adds a level
+    lines[40] = deep_line("over-limit", limit)
+    # Brackets inside a string do not nest.
+    lines[50] = item("brackets-in-text", {"type": "SMS", "content": "[{" * 5000})
+    stats, table = both_paths(tmp_path, monkeypatch, {"job-1": lines})
+    ids = set(table.column("id").to_pylist())
+    assert {"at-limit", "brackets-in-text"} <= ids
+    assert not {"deep", "very-deep", "over-limit"} & ids
+    assert stats.malformed_positions == ["job-1:8", "job-1:21", "job-1:41"]
+    # The limit is the module's, not Python's recursion limit (which moves with the stack).
+    assert itemlines.parse_item(deep_line("d", limit - 1)) is not None
+    assert itemlines.parse_item(deep_line("d", limit)) is None
+    assert itemlines.nesting_depth(deep_line("d", 3)) == 4

@@ -15,15 +15,18 @@ Known gaps:
   (dictionary encoding and zstd, set by storage.TableStore.writer) 1.4-2.5 us, and the rest
   (joining lines, renaming `to`, raw_json, columns, de-duplication) about 1.5 us. Blocks are
   built on a read-ahead thread and written on another, so the run is CPU-bound on 2 cores.
-- A line nested deeper than Python's recursion limit (about 1,000 levels): json.loads
-  raises RecursionError and the per-line path fails the run, as before; the columnar path
-  reads such a line, so the outcome depends on which path the line takes.
+
+A line nested deeper than MAX_DEPTH is malformed on both paths: json.loads would raise
+RecursionError somewhere near Python's recursion limit (which depends on the caller's stack),
+so parse_item checks the depth itself, and the columnar path sends every line that could be
+that deep (long, with that many brackets) to the per-line path.
 """
 
 import contextlib
 import json
 import logging
 import queue
+import re
 import threading
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -55,11 +58,22 @@ READ_CHUNK_BYTES = 512 << 10
 # A piece of a block that pyarrow.json rejects is halved until it is this small, then read
 # line by line: one bad line costs a few re-reads of its block, not the block's speed.
 MIN_SPLIT_LINES = 32
+# A line nested deeper than this (objects and lists) is malformed. Gladly's items are a few
+# levels deep; the limit stays well below Python's recursion limit (1,000 by default), which
+# json.loads would otherwise hit at a depth that depends on the caller's stack.
+MAX_DEPTH = 512
 
 # Fields Gladly sends as a string in some items and as another type in others (`to`: a
 # string for SMS and calls, a list for emails). pyarrow.json takes one type per field, so
 # before parsing, `"to":"` becomes `"tO":"` (the key's last letter's case swapped, so the
-# block's length and line offsets do not change) and the string is read from "tO".
+# block's length and line offsets do not change) and the string is read from "tO". JSON
+# allows whitespace around the colon (`"to" : "`), so that spelling is renamed too.
+# The renaming cannot change a string value: a `"` inside a string is escaped, so in `"to"`
+# the quote after `o` ends a string, and one followed by `:` ends a key. The key is `to`, or
+# (first quote escaped) a key ending in `\"to`, which no schema field reads before or after.
+# A key that comes twice is rejected by pyarrow.json (the piece is split), except `to` once
+# as a string and once as null: "tO" and "to" are two fields to it, so _strings_of redoes a
+# row whose line spells the key twice.
 # The Arrow cast from string to timestamp accepts a subset of what parse_timestamp
 # (datetime.fromisoformat) does, and reads it the same way (see test_itemlines); a column
 # with any other form is parsed by parse_timestamp, value by value.
@@ -115,8 +129,21 @@ def _renamed_keys() -> list:
     return [(f'"{key}":"'.encode(), f'"{string_key(key)}":"'.encode()) for key in sorted(varying)]
 
 
+def _spaced_renames() -> list:
+    """A pattern and its replacement for each varying key followed by a string value, with
+    JSON whitespace (space, tab, CR, LF) on either side of the colon."""
+    varying = sorted({f.paths[0][-1] for f in ITEM_FIELDS if f.varies})
+    # Each pattern starts with its key's literal text, which re finds quickly; the whitespace
+    # is kept as it was, so the length does not change.
+    return [(re.compile(f'"{key}"([ \\t\\r]*:[ \\t\\r]*")'.encode()),
+             f'"{string_key(key)}"'.encode() + rb"\1") for key in varying]
+
+
 ITEM_SCHEMA = _item_schema()
 _RENAMES = _renamed_keys()
+_SPACED_RENAMES = _spaced_renames()
+# A JSON string, escapes included: what cannot hold a bracket that nests.
+_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"')
 _PARSE_OPTIONS = pj.ParseOptions(
     explicit_schema=ITEM_SCHEMA, unexpected_field_behavior="ignore", newlines_in_values=False
 )
@@ -141,8 +168,11 @@ class LineBlock:
             self.positions = [first + i for i in kept]
             self._lay_out([lines[i] for i in kept])
         renamed = self.text
+        # The compact spelling first (most files; bytes.replace is fast), then any spacing.
         for old, new in _RENAMES:
             renamed = renamed.replace(old, new)
+        for pattern, new in _SPACED_RENAMES:
+            renamed = pattern.sub(new, renamed)
         self.parse_text = pa.py_buffer(renamed)
         del self.text  # only the renamed copy is parsed
         # Built here, on the read-ahead thread; None if some line is not UTF-8.
@@ -432,15 +462,41 @@ class ItemReader:
 def parse_item(raw: bytes) -> Optional[dict]:
     """An export line as an item, or None if it is not a JSON object with an id and a
     valid timestamp (a malformed line)."""
+    if maybe_too_deep(raw) and nesting_depth(raw) > MAX_DEPTH:
+        return None
     try:
         item = json.loads(raw)
-    except ValueError:
+    except (ValueError, RecursionError):
+        # RecursionError: only if the caller's stack is already deep (MAX_DEPTH is checked).
         return None
     if not isinstance(item, dict) or not isinstance(item.get("id"), str):
         return None
     if parse_timestamp(item.get("timestamp")) is None:
         return None
     return item
+
+
+def maybe_too_deep(raw) -> bool:
+    """Whether the line has enough bytes and brackets to be nested deeper than MAX_DEPTH (a
+    cheap test: each level takes an opening and a closing byte)."""
+    if len(raw) <= 2 * MAX_DEPTH:
+        return False
+    if isinstance(raw, str):
+        raw = raw.encode("utf-8", "surrogatepass")
+    return raw.count(b"{") + raw.count(b"[") > MAX_DEPTH
+
+
+def nesting_depth(raw) -> int:
+    """The deepest nesting of objects and lists in a line, brackets in strings left out
+    (a line that is not JSON gets some number; json.loads then rejects it anyway)."""
+    if isinstance(raw, str):
+        raw = raw.encode("utf-8", "surrogatepass")
+    text = _STRING.sub(b"", raw)
+    steps = np.frombuffer(text, dtype=np.uint8)
+    change = np.zeros(len(steps), dtype=np.int64)
+    change[(steps == ord("{")) | (steps == ord("["))] = 1
+    change[(steps == ord("}")) | (steps == ord("]"))] = -1
+    return int(np.cumsum(change).max(initial=0))
 
 
 def _strings(lines: list, lengths: np.ndarray) -> Optional[pa.Array]:
@@ -474,12 +530,27 @@ def _columns(parsed: pa.Table, lines: list) -> tuple:
         if doubtful is not None:
             unsure.append(doubtful)
     unsure.append(pc.is_null(columns["timestamp"]))
+    deep = _maybe_too_deep(lines)
+    if deep is not None:
+        unsure.append(deep)
     redo = unsure[0]
     for more in unsure[1:]:
         redo = pc.or_(redo, more)
     if not pc.any(redo).as_py():
         return columns, None
     return columns, np.flatnonzero(redo.to_numpy(zero_copy_only=False)).tolist()
+
+
+def _maybe_too_deep(lines: list):
+    """The rows that may be nested deeper than MAX_DEPTH (pyarrow.json reads them; the
+    per-line path decides), or None: only long lines are looked at."""
+    long_lines = np.flatnonzero(_lengths(lines) > 2 * MAX_DEPTH)
+    if not len(long_lines):
+        return None
+    deep = np.zeros(len(lines), dtype=bool)
+    for row in long_lines.tolist():
+        deep[row] = maybe_too_deep(lines[row])
+    return pa.array(deep) if deep.any() else None
 
 
 def _path(parsed: pa.Table, path: tuple) -> pa.Array:
@@ -493,16 +564,20 @@ def _path(parsed: pa.Table, path: tuple) -> pa.Array:
 def _strings_of(parsed: pa.Table, path: tuple, lines: list) -> tuple:
     """A varying field's string values (moved to its string_key) and the rows where that
     may not be the field's value: their line spells the string_key itself, literally or
-    with a \\u escape (rare, and then the per-line path decides)."""
+    with a \\u escape, or spells the key twice, `"to":"a","to":null` for one (json.loads
+    keeps the last; pyarrow.json read the null as a missing "to"). Rare, and then the
+    per-line path decides; a value "to" elsewhere in the line costs only that row's speed."""
     key = string_key(path[-1])
     values = _path(parsed, path[:-1] + (key,))
     if values.null_count == len(values):
         return values, None
     spelled = f'"{key}"'.encode()
+    original = f'"{path[-1]}"'.encode()
     rows = np.flatnonzero(pc.is_valid(values).to_numpy(zero_copy_only=False)).tolist()
     doubtful = np.zeros(len(values), dtype=bool)
     for row in rows:
-        if spelled in lines[row] or b"\\u" in lines[row]:
+        line = lines[row]
+        if spelled in line or b"\\u" in line or line.count(original) > 1:
             doubtful[row] = True
     return values, pa.array(doubtful)
 
