@@ -12,9 +12,11 @@ from gladly_pipeline.emulator import EmulatorConfig
 from gladly_pipeline.emulator.data import generate
 from gladly_pipeline.extract import (
     ExportNotAvailable,
+    events,
     extract_messages,
     itemlines,
     jobs_for_window,
+    rest,
     staging,
 )
 from gladly_pipeline.extract.itemlines import LineBlock, LineBlocks, to_timestamps
@@ -477,3 +479,25 @@ def test_a_line_nested_too_deep_is_malformed_on_both_paths(tmp_path, monkeypatch
     assert itemlines.parse_item(deep_line("d", limit - 1)) is not None
     assert itemlines.parse_item(deep_line("d", limit)) is None
     assert itemlines.nesting_depth(deep_line("d", 3)) == 4
+
+
+class DeepLines:
+    """A client whose customers file and events stream hold a line nested too deep."""
+
+    def export_file_lines(self, job_id, filename):
+        yield b'{"id":"c1","name":"Ann"}'
+        yield b'{"id":"c2","x":' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+
+    def event_lines(self, **query):
+        yield b'{"type":"CONVERSATION/CLOSED","content":{"conversationId":"v1"}}'
+        yield b'{"content":' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+
+
+def test_a_line_nested_too_deep_in_customers_or_events_is_malformed_not_a_crash():
+    found = rest.ExportedContacts()
+    rest._read_customers_file(DeepLines(), "job-1", NOW, {"c1", "c2"}, found)
+    assert (set(found.rows), found.lines, found.malformed) == ({"c1"}, 2, 1)
+    stats = staging.MessageStats()
+    touched = events._touched_conversations(DeepLines(), window_for_day(DAY), stats)
+    assert touched == {"v1"}
+    assert stats.malformed_positions == ["events:2"]

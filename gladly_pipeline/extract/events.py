@@ -82,7 +82,8 @@ def _touched_conversations(client: GladlyClient, reach: Window, stats: MessageSt
         try:
             event = json.loads(raw)
             content = event.get("content") or {}
-        except (ValueError, AttributeError):
+        # RecursionError: a line nested deeper than Python's recursion limit.
+        except (ValueError, AttributeError, RecursionError):
             stats.malformed += 1
             stats.malformed_positions.append(f"events:{position}")
             continue

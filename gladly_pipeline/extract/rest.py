@@ -318,7 +318,8 @@ def _read_customers_file(client, job_id: str, written: datetime, wanted: set, fo
         try:
             line = json.loads(raw)
             customer_id = line["id"]
-        except (ValueError, TypeError, KeyError):
+        # RecursionError: a line nested deeper than Python's recursion limit.
+        except (ValueError, TypeError, KeyError, RecursionError):
             malformed += 1
             continue
         if not isinstance(customer_id, str):
