@@ -243,10 +243,10 @@ def measure(emulator, tmp: Path, size: int, args) -> dict:
              f"{figures['rate']['seconds']:.0f} s")
     figures["parse"] = measure_parse(emulator, sample_day, tmp)
     progress(f"[{size}] parsed {figures['parse']['lines']} export lines")
-    figures["peak_before_rebuild"] = peak_rss_mb()
+    figures["peak_before_rebuild"] = max(peak_rss_mb(), figures["parse"]["peak_before_yardstick"])
     figures["rebuild"] = measure_rebuild(root, tmp)
     # Read before DuckDB runs in this process, so that its memory is not counted as ours.
-    figures["peak_pipeline"] = peak_rss_mb()
+    figures["peak_pipeline"] = max(peak_rss_mb(), figures["peak_before_rebuild"])
     figures["duckdb"] = measure_duckdb(root, tmp)
     figures["throttled_total"] = sum(1 for _, _, status in emulator.request_log if status == 429)
     progress(f"[{size}] rebuild {figures['rebuild']['conversations_seconds']:.1f} s, "
@@ -555,7 +555,8 @@ def measure_fan_out_rate(emulator, root: Path, day: str, sample: int) -> dict:
     Merged profiles add their survivor's request, so the count can pass `sample` a little.
     """
     store = TableStore(root)
-    items = store.read(store.raw_partition("messages", day), RAW_MESSAGES)
+    # Only the two id columns: the whole partition with raw_json is ~100 MB at 100k a week.
+    items = store.read(store.raw_partition("messages", day), ID_COLUMNS)
     conversation_ids = distinct(items, "conversation_id")[: sample // 2]
     contact_ids = distinct(items, "customer_id")[: sample - len(conversation_ids)]
     gladly = http_resources(emulator, root)["gladly"]  # the defaults: 8/s, 4 in flight
@@ -585,6 +586,9 @@ def measure_fan_out_rate(emulator, root: Path, day: str, sample: int) -> dict:
         "throttled": sum(1 for _, _, status in log if status == 429),
         "failure": failure,
     }
+
+
+ID_COLUMNS = pa.schema([RAW_MESSAGES.field(n) for n in ("conversation_id", "customer_id")])
 
 
 def set_emulator_rate(emulator, limit) -> None:
@@ -655,12 +659,16 @@ def measure_parse(emulator, day: str, tmp: Path) -> dict:
     def ours() -> int:
         return extract_messages(_OneExportFile(job, path), window, store, target).lines
 
-    return {
-        "lines": lines,
-        "ours": best_rate(ours),
-        "pyarrow": best_rate(lambda: pyarrow_read(True)),
-        "pyarrow_single_thread": best_rate(lambda: pyarrow_read(False)),
-    }
+    figures = {"lines": lines, "ours": best_rate(ours)}
+    # pyarrow.json holds the whole day as one table: the yardstick, not the pipeline. Its
+    # memory is kept out of the pipeline's peak: the peak so far is noted, and the
+    # high-water mark is reset once the yardstick's table is freed.
+    figures["peak_before_yardstick"] = peak_rss_mb()
+    figures["pyarrow"] = best_rate(lambda: pyarrow_read(True))
+    figures["pyarrow_single_thread"] = best_rate(lambda: pyarrow_read(False))
+    gc.collect()
+    figures["peak_reset_after_yardstick"] = reset_peak_rss()
+    return figures
 
 
 def best_rate(run) -> float:
@@ -968,7 +976,9 @@ def notes(args) -> list:
         "- pyarrow.json gets an explicit schema: it cannot infer the export (content.to is a "
         "list or a string, recordingDuration a number or a string), so those two are skipped.",
         "- RSS: the emulator's data is resident in the same process; its share is the RSS "
-        "after generation. 'pipeline above it' is the peak after that, read before DuckDB runs.",
+        "after generation. 'pipeline above it' is the peak after that, read before DuckDB runs; "
+        "pyarrow.json's whole-day table (the parse yardstick) is left out: the peak is "
+        "noted before it and the high-water mark reset after it.",
     ]
 
 

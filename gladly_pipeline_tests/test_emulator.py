@@ -29,6 +29,7 @@ from gladly_pipeline.emulator import (
 )
 from gladly_pipeline.emulator import __main__ as emulator_cli
 from gladly_pipeline.emulator.data import parse_timestamp
+from gladly_pipeline.emulator.requestlog import RequestLog
 
 UTC = UTC
 # The day after the 2026 US spring-forward switch (2026-03-08), so daily-local windows cross it.
@@ -1252,3 +1253,16 @@ def test_no_fault_or_quirk_configured_leaves_the_data_as_it_was():
 
     assert json.dumps(generate(explicit).api_json(), sort_keys=True) == default
     assert json.dumps(generate(with_faults).api_json(), sort_keys=True) == default
+
+
+def test_request_log_reads_back_every_entry_as_it_was_logged():
+    log = RequestLog()
+    entries = [("GET", "/api/v1/conversations/a", 200), ("HEAD", "/api/v1/x/é%20b", 404),
+               ("GET", "", 429), ("POST", "/api/v1/customers/\udcff", 301)]
+    for entry in entries:
+        log.append(entry)
+    assert len(log) == 4 and list(log) == entries and log == entries
+    assert log[-1] == entries[-1] and log[1:3] == entries[1:3] and log[::-2] == entries[::-2]
+    assert [path for _, path, _ in log[2:]] == ["", "/api/v1/customers/\udcff"]
+    with pytest.raises(IndexError):
+        log[4]

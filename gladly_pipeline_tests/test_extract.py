@@ -2,6 +2,9 @@
 conversations and profiles behind it (reused, listed per customer, exported or fetched)."""
 
 import json
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 
 import pyarrow as pa
@@ -15,17 +18,25 @@ from gladly_pipeline.extract import (
     fetch_contacts,
     fetch_conversations,
     read_exported_contacts,
+    rest,
     reusable_conversations,
+    rowtables,
 )
-from gladly_pipeline.extract.rest import REUSE_MARGIN
+from gladly_pipeline.extract.rest import (
+    QUEUED_PER_WORKER,
+    REUSE_MARGIN,
+    _full_contact_rows,
+    fan_out,
+)
 from gladly_pipeline.records import (
     contact_row,
     conversation_row,
     deleted_contact_row,
     exported_contact_row,
+    is_full_contact_row,
     merged_contact_row,
 )
-from gladly_pipeline.schemas import RAW_CONVERSATIONS, RAW_MESSAGES
+from gladly_pipeline.schemas import RAW_CONTACTS, RAW_CONVERSATIONS, RAW_MESSAGES
 from gladly_pipeline.storage import TableStore
 from gladly_pipeline.windows import window_for_day
 
@@ -382,3 +393,86 @@ def test_survivor_listed_in_the_export_is_not_fetched_again():
     table, _ = fetch_contacts(client, ["old"], workers=1, exported=exported.rows)
     assert client.asked == ["old"]
     assert sorted(table.column("id").to_pylist()) == ["old", "p1"]
+
+
+# ---------------------------------------------------------------- rows held as Arrow
+
+
+def test_row_batches_give_rows_sorted_by_id_as_python_sorts_them(monkeypatch):
+    monkeypatch.setattr(rowtables, "ROWS_PER_BATCH", 2)
+    ids = ["b", "é", "a", "Z", "ab", "a\u00e0", "\U0001f600", "c"]
+    rows = rowtables.RowBatches(RAW_CONVERSATIONS)
+    fetched = datetime(2026, 3, 9, tzinfo=UTC)
+    for conversation_id in ids[:5]:
+        rows.add(conversation_row({"id": conversation_id}, fetched))
+    rows.add_table(pa.Table.from_pylist(
+        [conversation_row({"id": i}, fetched) for i in ids[5:]], schema=RAW_CONVERSATIONS))
+    assert len(rows) == len(ids)
+    assert rows.table().column("id").to_pylist() == sorted(ids)
+
+
+def test_rows_by_id_find_take_and_drop_rows():
+    fetched = datetime(2026, 3, 9, tzinfo=UTC)
+    table = pa.Table.from_pylist(
+        [conversation_row({"id": i, "status": s}, fetched) for i, s in
+         [("c1", "OPEN"), ("c2", "CLOSED"), ("c3", "OPEN")]], schema=RAW_CONVERSATIONS)
+    rows = rowtables.RowsById(table)
+    assert list(rows) == ["c1", "c2", "c3"] and "c2" in rows and "c9" not in rows
+    assert rows["c2"]["status"] == "CLOSED" and rows["c2"]["fetched_at"] == fetched
+    assert rows.take(["c3", "c1"]).column("id").to_pylist() == ["c3", "c1"]
+    assert list(rows.without({"c2", "c9"})) == ["c1", "c3"]
+    with pytest.raises(ValueError, match="distinct ids"):
+        rowtables.RowsById(pa.concat_tables([table, table]))
+
+
+def test_full_contact_rows_are_judged_as_records_judges_one_row():
+    fetched = datetime(2026, 3, 9, tzinfo=UTC)
+    rows = [
+        contact_row({"id": "full", "createdAt": "2026-01-01T00:00:00Z"}, fetched),
+        exported_contact_row({"id": "reduced"}, "{}", fetched),
+        merged_contact_row("old", "new", fetched),
+        deleted_contact_row("gone", fetched),
+        {**exported_contact_row({"id": "blank"}, "{}", fetched), "merged_into": ""},
+        {**exported_contact_row({"id": "unknown"}, "{}", fetched), "deleted": None},
+    ]
+    table = pa.Table.from_pylist(rows, schema=RAW_CONTACTS)
+    judged = _full_contact_rows(table).to_pylist()
+    assert judged == [is_full_contact_row(row) for row in rows]
+    assert judged == [True, False, True, True, False, False]
+
+
+def test_fan_out_keeps_the_order_and_queues_a_few_requests_per_worker():
+    running, most = [0], [0]
+    lock = threading.Lock()
+
+    def fetch(key):
+        with lock:
+            running[0] += 1
+            most[0] = max(most[0], running[0])
+        time.sleep(0.001)
+        with lock:
+            running[0] -= 1
+        if key % 7 == 0:
+            raise GladlyNotFound("gone", status=404, path="/x")
+        return key * 2
+
+    ids = list(range(200))
+    answers = list(fan_out(fetch, ids, workers=3))
+    assert answers == [(k, None if k % 7 == 0 else k * 2) for k in ids]
+    assert most[0] <= 3
+
+    submitted = []
+
+    class CountingPool(ThreadPoolExecutor):
+        def submit(self, fn, *args):
+            submitted.append(args[0])
+            return super().submit(fn, *args)
+
+    original = rest.ThreadPoolExecutor
+    rest.ThreadPoolExecutor = CountingPool
+    try:
+        first = next(fan_out(lambda key: key, ids, workers=2))
+    finally:
+        rest.ThreadPoolExecutor = original
+    # One answer taken: no more than the queue's depth was ever handed to the pool.
+    assert first == (0, 0) and len(submitted) == 2 * QUEUED_PER_WORKER

@@ -178,7 +178,7 @@ class DayBudget:
 def _stored_conversations(store, path) -> set:
     if not store.exists(path):
         return set()
-    ids = store.read(path, RAW_MESSAGES).column("conversation_id").drop_null()
+    ids = store.read(path, CONVERSATION_COLUMN).column("conversation_id").drop_null()
     return set(pc.unique(ids).to_pylist())
 
 
@@ -259,6 +259,7 @@ ACTIVITY_COLUMNS = pa.schema(
     [RAW_MESSAGES.field(name) for name in
      ("conversation_id", "customer_id", "timestamp", "completed_at")]
 )
+CONVERSATION_COLUMN = pa.schema([RAW_MESSAGES.field("conversation_id")])
 OWNER_COLUMNS = pa.schema([RAW_MESSAGES.field(n) for n in ("conversation_id", "customer_id")])
 CONVERSATION_OWNERS = pa.schema([RAW_CONVERSATIONS.field(n) for n in ("id", "customer_id")])
 
@@ -329,8 +330,7 @@ def contacts(
             # is reused instead of asked for again.
             since = now - timedelta(hours=gladly.contact_refresh_hours)
             cached = recent_contacts(store, since, full_only=gladly.full_contact_profiles)
-            for customer_id in moved:
-                cached.pop(customer_id, None)
+            cached = cached.without(moved)
         # A rerun must not trade what the day's last run learned (a 301/404 mark, a GET
         # profile) for an older export row: those rows compete with the file's.
         earlier = _earlier_contacts(store, path, set(exported.rows))

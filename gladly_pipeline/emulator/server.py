@@ -46,6 +46,7 @@ from gladly_pipeline.emulator.data import (
     to_ms,
 )
 from gladly_pipeline.emulator.faults import STATUS, ConnectionCut, Fault, damaged
+from gladly_pipeline.emulator.requestlog import RequestLog
 
 logger = logging.getLogger(__name__)
 
@@ -151,7 +152,8 @@ class Emulator:
         require_loopback(host)
         self.config = dataclasses.replace(cfg, now=resolve_now(cfg))
         self.data: Dataset = generate(self.config)
-        self.request_log: list[tuple[str, str, int]] = []
+        # (method, path, status) of every request answered, oldest first; compact.
+        self.request_log = RequestLog()
         self._lock = threading.Lock()
         self._faults = [_Armed(fault, fault.times) for fault in cfg.faults]
         self._changes: list[ProfileChange] = []

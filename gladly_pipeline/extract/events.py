@@ -1,6 +1,7 @@
 """The intraday path: the Events API says which conversations moved; REST gives their items."""
 
 import json
+from collections.abc import Iterator
 from datetime import datetime, timedelta
 from typing import Optional
 
@@ -15,7 +16,7 @@ from ..timeutil import format_timestamp, parse_timestamp
 from ..windows import Window
 from .coverage import ExportNotAvailable
 from .rest import fan_out
-from .staging import Admit, MessageStats, check_malformed, write_day
+from .staging import BATCH_ROWS, Admit, MessageStats, check_malformed, write_day_with
 
 EVENT_ENTITIES = ("CONTACT", "CONVERSATION", "CUSTOMER_PROFILE", "CUSTOMER")
 EVENTS_REACH = timedelta(hours=24)
@@ -57,15 +58,22 @@ def extract_messages_from_events(
         )
     stats = MessageStats(source="events")
     touched = _touched_conversations(client, reach, stats)
-    rows = []
-    for conversation_id, items in fan_out(client.conversation_items, sorted(touched), workers):
-        if items is None:
-            continue
-        if items.limited:
-            stats.capped_conversations.append(conversation_id)
-        rows.extend(_event_path_rows(items, window, stats))
-    kept = _unchanged_rows(store, path, touched)
-    write_day(store, path, kept + rows, stats, admit)
+
+    def fill(sink) -> None:
+        # The kept rows first, then the moved conversations' items, as they arrive: the
+        # day is staged batch by batch, never held whole.
+        for table in _unchanged_rows(store, path, touched):
+            sink.add_table(table)
+        moved = fan_out(client.conversation_items, sorted(touched), workers)
+        for conversation_id, items in moved:
+            if items is None:
+                continue
+            if items.limited:
+                stats.capped_conversations.append(conversation_id)
+            for row in _event_path_rows(items, window, stats):
+                sink.add(row)
+
+    write_day_with(store, path, fill, stats, admit)
     return stats
 
 
@@ -112,14 +120,20 @@ def _event_path_rows(items: list, window: Window, stats: MessageStats) -> list:
     return rows
 
 
-def _unchanged_rows(store: TableStore, path: StorePath, touched: set) -> list:
-    """Rows of the current partition whose conversation the events did not touch."""
+def _unchanged_rows(
+    store: TableStore, path: StorePath, touched: set
+) -> Iterator[pa.Table]:
+    """Rows of the current partition whose conversation the events did not touch, a
+    batch at a time (the partition is replaced only after they are staged)."""
     if not store.exists(path):
-        return []
-    table = store.read(path, RAW_MESSAGES)
+        return
     moved = pa.array(sorted(touched), pa.string())
-    keep = pc.invert(pc.fill_null(pc.is_in(table["conversation_id"], moved), False))
-    return table.filter(keep).to_pylist()
+    for batch in store.iter_batches(path, BATCH_ROWS):
+        table = pa.Table.from_batches([batch])
+        if not table.schema.equals(RAW_MESSAGES):
+            table = table.cast(RAW_MESSAGES)
+        keep = pc.invert(pc.fill_null(pc.is_in(table["conversation_id"], moved), False))
+        yield table.filter(keep)
 
 
 def _dumps_item(item: dict) -> str:

@@ -1,6 +1,7 @@
 """The conversations and customer profiles behind a day's items: stored, exported or GET."""
 
 import json
+from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -19,9 +20,10 @@ from ..records import (
     is_full_contact_row,
     merged_contact_row,
 )
-from ..schemas import RAW_CONTACTS, RAW_CONVERSATIONS
+from ..schemas import RAW_CONTACTS, RAW_CONVERSATIONS, TS
 from ..storage import TableStore
 from ..timeutil import UTC, parse_timestamp
+from .rowtables import RowBatches, RowsById, as_rows_by_id
 from .staging import check_malformed
 
 
@@ -62,42 +64,46 @@ def fetch_conversations(
     instead of one GET per conversation; any id the list lacks is fetched alone.
     """
     fetched_at = now or datetime.now(UTC)
-    stored = stored or {}
+    stored = as_rows_by_id(stored, RAW_CONVERSATIONS)
     stats = FetchStats(requested=len(ids))
-    rows = [stored[cid] for cid in ids if cid in stored]
-    stats.reused = len(rows)
+    rows = RowBatches(RAW_CONVERSATIONS)
+    reused = [cid for cid in ids if cid in stored]
+    rows.add_table(stored.take(reused))
+    stats.reused = len(reused)
     pending = [cid for cid in ids if cid not in stored]
-    found = _from_customer_lists(client, pending, customers or {}, workers, stats)
-    rows.extend(conversation_row(found[cid], fetched_at) for cid in pending if cid in found)
+    # Rows are made as the answers come: a record is not kept once its row is.
+    found = _from_customer_lists(client, pending, customers or {}, workers, stats,
+                                 lambda record: rows.add(conversation_row(record, fetched_at)))
     alone = [cid for cid in pending if cid not in found]
     for conversation_id, answer in fan_out(client.conversation, alone, workers):
         if answer is None:
             stats.not_found.append(conversation_id)
         else:
-            rows.append(conversation_row(answer, fetched_at))
+            rows.add(conversation_row(answer, fetched_at))
     check_not_found("conversations", stats)
     stats.written = len(rows)
-    rows.sort(key=lambda row: row["id"])
-    return pa.Table.from_pylist(rows, schema=RAW_CONVERSATIONS), stats
+    return rows.table(), stats
 
 
-def _from_customer_lists(client, ids: list, customers: dict, workers: int, stats) -> dict:
-    """Conversation records of `ids` found in their customers' lists, by id."""
+def _from_customer_lists(client, ids: list, customers: dict, workers: int, stats, keep) -> set:
+    """Hands `keep` each record of `ids` found in its customer's list; returns their ids."""
     by_customer: dict = {}
     for conversation_id in ids:
         customer_id = customers.get(conversation_id)
         if customer_id:
             by_customer.setdefault(customer_id, set()).add(conversation_id)
     worth = sorted(c for c, owned in by_customer.items() if len(owned) >= MIN_CONVERSATIONS_TO_LIST)
-    found = {}
+    found = set()
     # The list's elements are conversation records as GET conversations/{id} gives them
     # (reference §5 and §12.1); it holds the oldest 100, so a newer id may be missing.
     for customer_id, (answer, requests) in fan_out(_conversation_list(client), worth, workers):
         stats.list_requests += requests
         # None: deleted (404) or merged twice over; its conversations are fetched alone.
         for record in answer or []:
-            if isinstance(record, dict) and record.get("id") in by_customer[customer_id]:
-                found[record["id"]] = record
+            if (isinstance(record, dict) and record.get("id") in by_customer[customer_id]
+                    and record["id"] not in found):
+                found.add(record["id"])
+                keep(record)
     stats.listed = len(found)
     return found
 
@@ -120,7 +126,7 @@ def _conversation_list(client):
     return fetch
 
 
-def reusable_conversations(store: TableStore, last_activity: dict) -> dict:
+def reusable_conversations(store: TableStore, last_activity: dict) -> RowsById:
     """Stored conversation rows still current: fetched after the day's last activity.
 
     `last_activity` maps each conversation active during the day to its latest item time
@@ -131,7 +137,7 @@ def reusable_conversations(store: TableStore, last_activity: dict) -> dict:
     Only files written since the day began can hold such rows.
     """
     if not last_activity:
-        return {}
+        return RowsById(RAW_CONVERSATIONS.empty_table())
     earliest = min(last_activity.values())
     cutoff = (earliest - REUSE_MARGIN).timestamp()
     paths = [
@@ -139,18 +145,16 @@ def reusable_conversations(store: TableStore, last_activity: dict) -> dict:
         if stored.modified.timestamp() >= cutoff
     ]
     wanted = pa.array(sorted(last_activity), pa.string())
-    newest: dict = {}
+    found = []
     for path in paths:
         table = store.read(path, RAW_CONVERSATIONS)
-        table = table.filter(pc.fill_null(pc.is_in(table["id"], wanted), False))
-        for row in table.to_pylist():
-            known = newest.get(row["id"])
-            if known is None or row["fetched_at"] > known["fetched_at"]:
-                newest[row["id"]] = row
-    return {
-        cid: row for cid, row in newest.items()
-        if row["fetched_at"] - REUSE_MARGIN > last_activity[cid]
-    }
+        found.append(table.filter(pc.fill_null(pc.is_in(table["id"], wanted), False)))
+    # The newest fetch of each id is the one judged.
+    newest = _newest_per_id(found, RAW_CONVERSATIONS)
+    fetched = newest.table["fetched_at"].to_pylist()
+    kept = [index for index, cid in enumerate(newest)
+            if fetched[index] - REUSE_MARGIN > last_activity[cid]]
+    return RowsById(newest.table.take(pa.array(kept, pa.int64())))
 
 
 # Clock skew between this machine (which stamps fetched_at) and Gladly (which stamps items),
@@ -179,17 +183,16 @@ def fetch_contacts(
     and its survivor found too.
     """
     fetched_at = now or datetime.now(UTC)
-    cached = cached or {}
-    exported = exported or {}
+    cached = as_rows_by_id(cached, RAW_CONTACTS)
+    exported = as_rows_by_id(exported, RAW_CONTACTS)
     earlier = earlier or {}
     stats = FetchStats(requested=len(ids))
-    rows, done = [], set()
+    rows, done = RowBatches(RAW_CONTACTS), set()
     pending = sorted(set(ids))
     # Merges can chain (A -> B -> C); each round finds the survivors of the last.
     while pending:
         done.update(pending)
         survivors = []
-        stored = []
         for cid in pending:
             if cid in exported:
                 row = newest_contact(exported[cid], [cached.get(cid), earlier.get(cid)])
@@ -197,12 +200,12 @@ def fetch_contacts(
                     stats.exported += 1
                 else:
                     stats.reused += 1
-                stored.append(row)
             elif cid in cached:
                 stats.reused += 1
-                stored.append(cached[cid])
-        for row in stored:
-            rows.append(row)
+                row = cached[cid]
+            else:
+                continue
+            rows.add(row)
             if row["merged_into"]:
                 survivors.append(row["merged_into"])
         to_fetch = [cid for cid in pending if cid not in cached and cid not in exported]
@@ -210,18 +213,17 @@ def fetch_contacts(
             if lookup is None:
                 # Kept as a row, so the contact shows as deleted rather than vanishing.
                 stats.not_found.append(customer_id)
-                rows.append(deleted_contact_row(customer_id, fetched_at))
+                rows.add(deleted_contact_row(customer_id, fetched_at))
             elif lookup.merged_into:
                 stats.merged += 1
-                rows.append(merged_contact_row(customer_id, lookup.merged_into, fetched_at))
+                rows.add(merged_contact_row(customer_id, lookup.merged_into, fetched_at))
                 survivors.append(lookup.merged_into)
             else:
-                rows.append(contact_row(lookup.profile, fetched_at))
+                rows.add(contact_row(lookup.profile, fetched_at))
         pending = sorted(set(survivors) - done)
     check_not_found("customer profiles", stats)
     stats.written = len(rows)
-    rows.sort(key=lambda row: row["id"])
-    return pa.Table.from_pylist(rows, schema=RAW_CONTACTS), stats
+    return rows.table(), stats
 
 
 # Columns customers.jsonl has no say on (reference §12.3): only GET knows them.
@@ -276,7 +278,8 @@ CUSTOMERS_FILE = "customers.jsonl"
 class ExportedContacts:
     """Rows read from the export's customers.jsonl, and what reading them found."""
 
-    rows: dict = field(default_factory=dict)
+    # id -> row, kept as Arrow (see rowtables); the first job's line of an id wins.
+    rows: RowsById = field(default_factory=lambda: RowsById(RAW_CONTACTS.empty_table()))
     jobs: list = field(default_factory=list)
     missing_files: list = field(default_factory=list)
     lines: int = 0
@@ -292,6 +295,7 @@ def read_exported_contacts(client: GladlyClient, jobs: list, wanted: set) -> Exp
     customers go through GET instead.
     """
     found = ExportedContacts()
+    rows, ids = RowBatches(RAW_CONTACTS), set()
     for job in jobs:
         if CUSTOMERS_FILE not in (job.get("files") or []):
             found.missing_files.append(job["id"])
@@ -301,15 +305,17 @@ def read_exported_contacts(client: GladlyClient, jobs: list, wanted: set) -> Exp
             found.missing_files.append(job["id"])
             continue
         try:
-            _read_customers_file(client, job["id"], written, wanted, found)
+            _read_customers_file(client, job["id"], written, wanted, found, rows, ids)
         except GladlyNotFound:
             found.missing_files.append(job["id"])
             continue
         found.jobs.append(job["id"])
+    found.rows = RowsById(rows.unsorted())
     return found
 
 
-def _read_customers_file(client, job_id: str, written: datetime, wanted: set, found) -> None:
+def _read_customers_file(client, job_id: str, written: datetime, wanted: set, found,
+                         rows: RowBatches, ids: set) -> None:
     lines = malformed = 0
     for raw in client.export_file_lines(job_id, CUSTOMERS_FILE):
         if not raw.strip():
@@ -325,15 +331,16 @@ def _read_customers_file(client, job_id: str, written: datetime, wanted: set, fo
         if not isinstance(customer_id, str):
             malformed += 1
             continue
-        if customer_id in wanted and customer_id not in found.rows:
+        if customer_id in wanted and customer_id not in ids:
+            ids.add(customer_id)
             text = raw.decode("utf-8") if isinstance(raw, bytes) else raw
-            found.rows[customer_id] = exported_contact_row(line, text, written)
+            rows.add(exported_contact_row(line, text, written))
     found.lines += lines
     found.malformed += malformed
     check_malformed(f"{CUSTOMERS_FILE} of export job {job_id}", lines, malformed)
 
 
-def recent_contacts(store: TableStore, since: datetime, *, full_only: bool = False) -> dict:
+def recent_contacts(store: TableStore, since: datetime, *, full_only: bool = False) -> RowsById:
     """Raw contact rows fetched at or after `since`, newest per id, from any day's file.
 
     `full_only` skips rows read from the export's reduced profiles, for a caller that
@@ -345,15 +352,36 @@ def recent_contacts(store: TableStore, since: datetime, *, full_only: bool = Fal
         stored.path for stored in store.raw_partitions("contacts")
         if stored.modified.timestamp() >= cutoff
     ]
-    newest: dict = {}
+    found = []
     for path in paths:
-        for row in store.read(path, RAW_CONTACTS).to_pylist():
-            if row["fetched_at"] < since or (full_only and not is_full_contact_row(row)):
-                continue
-            known = newest.get(row["id"])
-            if known is None or row["fetched_at"] > known["fetched_at"]:
-                newest[row["id"]] = row
-    return newest
+        table = store.read(path, RAW_CONTACTS)
+        keep = pc.greater_equal(table["fetched_at"], pa.scalar(since, TS))
+        if full_only:
+            keep = pc.and_(keep, _full_contact_rows(table))
+        found.append(table.filter(pc.fill_null(keep, False)))
+    return _newest_per_id(found, RAW_CONTACTS)
+
+
+def _full_contact_rows(table: pa.Table) -> pa.Array:
+    """records.is_full_contact_row, for a whole table."""
+    merged = pc.and_(pc.is_valid(table["merged_into"]),
+                     pc.not_equal(table["merged_into"], ""))
+    return pc.or_(pc.or_(pc.is_valid(table["created_at"]), pc.fill_null(merged, False)),
+                  pc.fill_null(table["deleted"], False))
+
+
+def _newest_per_id(tables: list, schema: pa.Schema) -> RowsById:
+    """The row of each id with the latest fetched_at (the first one on a tie)."""
+    if not tables:
+        return RowsById(schema.empty_table())
+    rows = pa.concat_tables(tables)
+    fetched = rows["fetched_at"].to_pylist()
+    newest: dict = {}
+    for index, row_id in enumerate(rows["id"].to_pylist()):
+        known = newest.get(row_id)
+        if known is None or fetched[index] > fetched[known]:
+            newest[row_id] = index
+    return RowsById(rows.take(pa.array(list(newest.values()), pa.int64())))
 
 
 # Gladly answers 404 for a conversation deleted by a merge, or a profile deleted for
@@ -386,5 +414,20 @@ def fan_out(fetch: Callable, ids: list, workers: int):
     if workers <= 1 or len(ids) <= 1:
         yield from map(one, ids)
         return
+    # A few requests per worker are queued ahead, not all of them: a day's futures and
+    # answers waiting for an early slow one would grow with the day (issue 5).
+    ahead: deque = deque()
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="gladly") as pool:
-        yield from pool.map(one, ids)
+        try:
+            for key in ids:
+                ahead.append(pool.submit(one, key))
+                if len(ahead) >= workers * QUEUED_PER_WORKER:
+                    yield ahead.popleft().result()
+            while ahead:
+                yield ahead.popleft().result()
+        finally:
+            for future in ahead:
+                future.cancel()
+
+
+QUEUED_PER_WORKER = 4

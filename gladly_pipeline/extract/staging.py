@@ -207,6 +207,12 @@ def write_day_tables(store: TableStore, path: StorePath, tables, stats: MessageS
     _stage_and_publish(store, path, stats, admit, lambda sink: _add_each(sink.add_table, tables))
 
 
+def write_day_with(store: TableStore, path: StorePath, fill, stats: MessageStats,
+                   admit: Admit) -> None:
+    """As write_day, with `fill(sink)` handing the RowSink its rows and tables."""
+    _stage_and_publish(store, path, stats, admit, fill)
+
+
 def _add_each(add, things) -> None:
     for thing in things:
         add(thing)
