@@ -40,29 +40,9 @@ from gladly_pipeline.schemas import RAW_CONTACTS, RAW_CONVERSATIONS, RAW_MESSAGE
 from gladly_pipeline.storage import TableStore
 from gladly_pipeline.windows import window_for_day
 
+from .fakes import ExportFiles
+
 DAY = "2026-03-08"
-
-
-class ExportFiles:
-    """Stands in for the client: daily jobs whose item files hold the given lines."""
-
-    def __init__(self, files: dict):
-        self.files = files
-
-    def export_jobs(self, status=None):
-        return [
-            {
-                "id": job_id,
-                "status": "COMPLETED",
-                "updatedAt": f"2026-03-09T0{n}:00:00.000Z",
-                "parameters": {"startAt": "2026-03-08T00:00:00Z", "endAt": "2026-03-09T00:00:00Z"},
-                "files": ["conversation_items.jsonl"],
-            }
-            for n, job_id in enumerate(self.files, start=1)
-        ]
-
-    def export_file_lines(self, job_id, filename):
-        yield from self.files[job_id]
 
 
 def line(item_id, timestamp="2026-03-08T10:00:00.000Z", text="hello"):

@@ -25,30 +25,10 @@ from gladly_pipeline.storage import TableStore
 from gladly_pipeline.timeutil import parse_timestamp
 from gladly_pipeline.windows import window_for_day
 
+from .fakes import ExportFiles
+
 DAY = "2026-03-08"
 NOW = datetime(2026, 3, 9, 4, 0, tzinfo=UTC)
-
-
-class ExportFiles:
-    """Stands in for the client: daily jobs of the day, newest first, with these lines."""
-
-    def __init__(self, files: dict):
-        self.files = files
-
-    def export_jobs(self, status=None):
-        return [
-            {
-                "id": job_id,
-                "status": "COMPLETED",
-                "updatedAt": f"2026-03-09T0{n}:00:00.000Z",
-                "parameters": {"startAt": "2026-03-08T00:00:00Z", "endAt": "2026-03-09T00:00:00Z"},
-                "files": ["conversation_items.jsonl"],
-            }
-            for n, job_id in enumerate(self.files, start=1)
-        ]
-
-    def export_file_lines(self, job_id, filename):
-        yield from self.files[job_id]
 
 
 def extract(tmp_path, files: dict, name: str):
@@ -494,8 +474,8 @@ class DeepLines:
 
 
 def test_a_line_nested_too_deep_in_customers_or_events_is_malformed_not_a_crash():
-    found = rest.ExportedContacts()
-    rest._read_customers_file(DeepLines(), "job-1", NOW, {"c1", "c2"}, found)
+    job = {"id": "job-1", "files": ["customers.jsonl"], "updatedAt": "2026-03-09T03:00:00Z"}
+    found = rest.read_exported_contacts(DeepLines(), [job], {"c1", "c2"})
     assert (set(found.rows), found.lines, found.malformed) == ({"c1"}, 2, 1)
     stats = staging.MessageStats()
     touched = events._touched_conversations(DeepLines(), window_for_day(DAY), stats)
