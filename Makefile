@@ -55,7 +55,7 @@ test: install
 	$(PY) -m pytest
 
 # Requests, pacing, parse speed, memory and rebuild time against the emulator, each size
-# in a fresh process (benchmarks/bench.py); 100k takes ~6 minutes and ~6.5 GB of RAM.
+# in a fresh process (benchmarks/bench.py); 100k takes ~5 minutes and ~4 GB of RAM.
 SIZES ?= 10000 100000
 bench: install
 	$(PY) -m benchmarks.bench --sizes $(SIZES)
