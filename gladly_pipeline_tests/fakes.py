@@ -14,7 +14,9 @@ class ExportFiles:
                 "id": job_id,
                 "status": "COMPLETED",
                 "updatedAt": f"2026-03-09T0{n}:00:00.000Z",
-                "parameters": {"startAt": "2026-03-08T00:00:00Z", "endAt": "2026-03-09T00:00:00Z"},
+                "parameters": {
+                    "startAt": "2026-03-08T00:00:00Z", "endAt": "2026-03-09T00:00:00Z",
+                },
                 "files": ["conversation_items.jsonl"],
             }
             for n, job_id in enumerate(self.files, start=1)
