@@ -2,8 +2,8 @@
 
 
 class ExportFiles:
-    """Stands in for the client: daily jobs of 2026-03-08 (later ones updated later) whose item files
-    hold the given lines (one list of lines per job id)."""
+    """Stands in for the client: daily jobs of 2026-03-08 (later ones updated later)
+    whose item files hold the given lines (one list of lines per job id)."""
 
     def __init__(self, files: dict):
         self.files = files
